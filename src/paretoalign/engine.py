@@ -1,0 +1,160 @@
+r"""Per-objective gradients -> Gram matrix -> weighting -> one combined gradient in ``.grad``.
+
+Given the K objective losses of one forward pass, :class:`ObjectiveGradients` forms the Gram matrix
+``G_kl = <g_k, g_l>`` of their gradients over the trainable parameters, asks a weighting for the coefficients
+``alpha`` and leaves ``d = sum_k alpha_k g_k`` in each parameter's ``.grad``, ready for any torch optimizer.
+
+Modes:
+
+* ``exact``: K backward passes (``torch.autograd.grad`` with a retained graph); the per-objective gradients are
+  kept, so they can be accumulated over micro-batches (:meth:`ObjectiveGradients.accumulate`) and all-reduced
+  across processes before the Gram is formed (the Gram of summed gradients is not the sum of local Grams).
+* ``autogram``: ``torchjd.autogram.Engine`` computes ``G`` without materialising the K gradients, then one
+  backward of ``sum_k alpha_k L_k`` (Quinton & Rey 2024, arXiv 2406.16232, Algorithm 3). It needs the whole
+  batch in one forward (no accumulation of micro-batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torchjd.aggregation import Weighting
+
+__all__ = ["ENGINE_MODES", "EngineStep", "ObjectiveGradients"]
+
+ENGINE_MODES = ("exact", "autogram")
+
+
+@dataclass
+class EngineStep:
+    """What one combined update used: the Gram matrix (float64), alpha, and whether everything was finite.
+
+    When ``finite`` is False nothing was written to ``.grad`` and ``alpha`` is NaN: the caller skips the step.
+    """
+
+    gram: Tensor
+    alpha: Tensor
+    finite: bool
+
+    @property
+    def gradient_norms(self) -> Tensor:
+        """``||g_k||`` for each objective."""
+        return self.gram.diagonal().clamp_min(0.0).sqrt()
+
+    @property
+    def cosines(self) -> Tensor:
+        """``cos(g_k, g_l)``; 0 where either gradient is zero."""
+        norms = self.gradient_norms
+        outer = norms[:, None] * norms[None, :]
+        return torch.where(outer > 0, self.gram / outer.clamp_min(1e-300), torch.zeros_like(self.gram))
+
+
+def _trainable_parameters(source: nn.Module | Iterable[Tensor]) -> list[Tensor]:
+    params = source.parameters() if isinstance(source, nn.Module) else source
+    trainable = [p for p in params if p.requires_grad]
+    if not trainable:
+        raise ValueError("no trainable parameters: every parameter has requires_grad=False.")
+    return trainable
+
+
+class ObjectiveGradients:
+    """Combine the gradients of K objective losses with a Gram-matrix weighting.
+
+    Args:
+        model: the module being trained (required for ``autogram``), or an iterable of parameters (``exact``).
+        weighting: a :class:`torchjd.aggregation.Weighting` mapping the K x K Gram matrix to alpha [K].
+        mode: ``exact`` or ``autogram``.
+        reduce_gradients: optional in-place all-reduce (sum or mean across processes) applied to each accumulated
+            per-objective gradient before the Gram is formed (``exact`` mode), so that multi-process training
+            combines the gradients of the global batch, not of each shard.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Iterable[Tensor],
+        weighting: Weighting,
+        mode: str = "exact",
+        reduce_gradients: Callable[[Tensor], None] | None = None,
+    ) -> None:
+        if mode not in ENGINE_MODES:
+            raise ValueError(f"unknown engine mode {mode!r}; choose one of {ENGINE_MODES}.")
+        if mode == "autogram" and not isinstance(model, nn.Module):
+            raise ValueError("the autogram engine needs the model (an nn.Module), not a list of parameters.")
+        self.params = _trainable_parameters(model)
+        self.weighting = weighting
+        self.mode = mode
+        self.reduce_gradients = reduce_gradients
+        self._buffers: list[list[Tensor]] | None = None
+        self._autogram = None
+        if mode == "autogram":
+            from torchjd.autogram import Engine
+
+            self._autogram = Engine(model, batch_dim=None)
+
+    @staticmethod
+    def _check_losses(losses: Tensor) -> None:
+        if losses.ndim != 1 or losses.numel() == 0:
+            raise ValueError(f"losses must be a non-empty vector [K], got shape {tuple(losses.shape)}.")
+
+    def accumulate(self, losses: Tensor, scale: float = 1.0) -> None:
+        """Add ``scale * grad L_k`` to objective k's gradient buffer (``exact`` mode), one backward per objective."""
+        if self.mode != "exact":
+            raise RuntimeError("only the exact engine accumulates per-objective gradients over micro-batches.")
+        self._check_losses(losses)
+        num_objectives = losses.numel()
+        if self._buffers is None:
+            self._buffers = [[torch.zeros_like(p) for p in self.params] for _ in range(num_objectives)]
+        elif len(self._buffers) != num_objectives:
+            raise ValueError(f"got {num_objectives} losses, but earlier micro-batches had {len(self._buffers)}.")
+        for k in range(num_objectives):
+            if not losses[k].requires_grad:
+                continue
+            grads = torch.autograd.grad(
+                losses[k], self.params, retain_graph=k < num_objectives - 1, allow_unused=True
+            )
+            for buffer, grad in zip(self._buffers[k], grads):
+                if grad is not None:
+                    buffer.add_(grad, alpha=scale)
+
+    def step(self) -> EngineStep:
+        """Form the Gram of the accumulated gradients, weight them, add ``sum_k alpha_k g_k`` to ``.grad``."""
+        if self._buffers is None:
+            raise RuntimeError("step() called before any accumulate().")
+        buffers, self._buffers = self._buffers, None
+        if self.reduce_gradients is not None:
+            for objective in buffers:
+                for buffer in objective:
+                    self.reduce_gradients(buffer)
+        num_objectives = len(buffers)
+        gram = torch.zeros(num_objectives, num_objectives, dtype=torch.float64)
+        for index in range(len(self.params)):
+            stacked = torch.stack([objective[index].flatten() for objective in buffers]).double()
+            gram += (stacked @ stacked.T).cpu()
+        if not torch.isfinite(gram).all():
+            return EngineStep(gram=gram, alpha=torch.full((num_objectives,), float("nan")), finite=False)
+        alpha = self.weighting(gram)
+        for index, param in enumerate(self.params):
+            combined = sum(float(alpha[k]) * buffers[k][index] for k in range(num_objectives))
+            param.grad = combined if param.grad is None else param.grad + combined
+        return EngineStep(gram=gram, alpha=alpha.detach().double().cpu(), finite=True)
+
+    def backward(self, losses: Tensor) -> EngineStep:
+        """One combined update from the K losses of one forward pass; returns its Gram matrix and alpha."""
+        self._check_losses(losses)
+        if self.mode == "exact":
+            self.accumulate(losses)
+            return self.step()
+        if not torch.isfinite(losses).all():
+            num_objectives = losses.numel()
+            nan = torch.full((num_objectives, num_objectives), float("nan"), dtype=torch.float64)
+            return EngineStep(gram=nan, alpha=torch.full((num_objectives,), float("nan")), finite=False)
+        gram = self._autogram.compute_gramian(losses).detach().double().cpu()
+        gram = 0.5 * (gram + gram.T)
+        if not torch.isfinite(gram).all():
+            return EngineStep(gram=gram, alpha=torch.full((losses.numel(),), float("nan")), finite=False)
+        alpha = self.weighting(gram)
+        losses.backward(alpha.to(device=losses.device, dtype=losses.dtype))
+        return EngineStep(gram=gram, alpha=alpha.detach().double().cpu(), finite=True)
