@@ -96,9 +96,9 @@ def test_bad_inputs_are_rejected():
 def test_metrics_accuracy_margin_and_absent_objectives():
     labels = torch.tensor([[1, 0, 0], [-1, 1, 0], [1, -1, 0], [-1, 0, 0]])
     metrics = preference_metrics(DELTA, labels, 0.5)
-    # Objective 0: signed margins 0.25, 0.5, 1.0, 0.0 -> accuracy 3/4 (0 is not a win), mean margin 0.4375.
+    # Objective 0: signed margins 0.25, 0.5, 1.0, 0.0 -> accuracy (3 + 1/2) / 4 (a tie counts 1/2), margin 0.4375.
     # Objective 1: -0.5, -1.0 -> accuracy 0, margin -0.75. Objective 2: no labels -> NaN.
-    assert metrics.accuracy[:2].tolist() == [0.75, 0.0]
+    assert metrics.accuracy[:2].tolist() == [0.875, 0.0]
     assert metrics.margin[:2].tolist() == pytest.approx([0.4375, -0.75])
     assert math.isnan(metrics.accuracy[2].item()) and math.isnan(metrics.margin[2].item())
     assert metrics.count.tolist() == [4, 2, 0]

@@ -119,6 +119,10 @@ class ObjectiveGradients:
                 if grad is not None:
                     buffer.add_(grad, alpha=scale)
 
+    def discard(self) -> None:
+        """Drop the accumulated per-objective gradients (a skipped update)."""
+        self._buffers = None
+
     def step(self) -> EngineStep:
         """Form the Gram of the accumulated gradients, weight them, add ``sum_k alpha_k g_k`` to ``.grad``."""
         if self._buffers is None:

@@ -89,7 +89,7 @@ class PreferenceMetrics:
 def preference_metrics(logratio_diff: Tensor, labels: Tensor, beta: float) -> PreferenceMetrics:
     """Implicit-reward accuracy ``mean_i [S_ik h_i > 0]`` and mean margin ``mean_i S_ik h_i`` per objective.
 
-    Means run over the pairs labelled for objective k; objectives without a labelled pair get NaN (not 0: an
+    A tie ``h_i = 0`` counts 1/2 towards the accuracy, so the reference policy itself scores 0.5. Means run over the pairs labelled for objective k; objectives without a labelled pair get NaN (not 0: an
     absent measurement is not a measured zero).
     """
     _check_inputs(logratio_diff, labels, beta)
@@ -97,7 +97,8 @@ def preference_metrics(logratio_diff: Tensor, labels: Tensor, beta: float) -> Pr
     labelled = labels != 0
     count = labelled.sum(dim=0)
     denominator = count.clamp_min(1).to(logratio_diff.dtype)
-    accuracy = ((signed_margin > 0) & labelled).sum(dim=0) / denominator
+    wins = ((signed_margin > 0) & labelled).sum(dim=0) + 0.5 * ((signed_margin == 0) & labelled).sum(dim=0)
+    accuracy = wins / denominator
     margin = torch.where(labelled, signed_margin, torch.zeros_like(signed_margin)).sum(dim=0) / denominator
     missing = count == 0
     nan = torch.full_like(accuracy, float("nan"))

