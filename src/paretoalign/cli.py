@@ -36,7 +36,7 @@ def print_before_after(metrics: dict, console: Console) -> None:
     if "before" not in metrics or "after" not in metrics:
         return
     table = Table(title="held-out preference metrics (implicit reward; a tie counts 1/2)")
-    for column in ("objective", "weight", "pairs", "accuracy before", "accuracy after", "margin after", "loss before", "loss after"):
+    for column in ("objective", "weight", "pairs", "acc. before", "acc. after", "margin after", "loss before", "loss after"):
         table.add_column(column, justify="right" if column != "objective" else "left")
     for name, weight in zip(metrics["objectives"], metrics["weights"]):
         before, after = metrics["before"][name], metrics["after"][name]
