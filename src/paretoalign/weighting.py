@@ -111,8 +111,8 @@ def _dual_objective(p: np.ndarray, H: np.ndarray, b: np.ndarray, s: float) -> np
     return p @ b + s * np.sqrt(np.clip(quadratic, 0.0, None))
 
 
-def _solve_dual_two_objectives(H: np.ndarray, b: np.ndarray, s: float) -> np.ndarray:
-    r"""Closed-form K = 2 dual: ``p = (lam, 1 - lam)``, ``h(lam) = b_2 + (b_1 - b_2) lam + s sqrt(Q(lam))``.
+def _dual_candidates_two_objectives(H: np.ndarray, b: np.ndarray, s: float) -> np.ndarray:
+    r"""Candidate minimisers of the closed-form K = 2 dual: ``p = (lam, 1 - lam)``, ``h(lam) = b_2 + (b_1 - b_2) lam + s sqrt(Q(lam))``.
 
     ``Q(lam) = q_2 lam^2 + q_1 lam + q_0`` with ``q_2 = H_11 + H_22 - 2 H_12``, ``q_1 = 2 (H_12 - H_22)``,
     ``q_0 = H_22``. Setting ``h'(lam) = 0`` and squaring gives
@@ -136,8 +136,7 @@ def _solve_dual_two_objectives(H: np.ndarray, b: np.ndarray, s: float) -> np.nda
     elif abs(a1) > 1e-12 * scale:
         candidates.append(-a0 / a1)
     lams = np.array([lam for lam in candidates if 0.0 <= lam <= 1.0])
-    points = np.stack([lams, 1.0 - lams], axis=1)
-    return points[int(np.argmin(_dual_objective(points, H, b, s)))]
+    return np.stack([lams, 1.0 - lams], axis=1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -210,15 +209,17 @@ def solve_cagrad_dual(gram: Tensor | np.ndarray, weights: Tensor | np.ndarray, c
         p = np.ones(1)
     elif s == 0.0:
         p = np.eye(K)[int(np.argmin(b))]
-    elif K == 2:
-        p = _solve_dual_two_objectives(H, b, s)
     else:
         if K > MAX_OBJECTIVES_EXACT_DUAL:
             raise ValueError(
                 f"the exact CAGrad dual solver handles at most {MAX_OBJECTIVES_EXACT_DUAL} objectives, got {K}."
             )
-        points = np.concatenate([np.eye(K), _face_kkt_candidates(H, b, s)])
-        p = points[int(np.argmin(_dual_objective(points, H, b, s)))]
+        found = _dual_candidates_two_objectives(H, b, s) if K == 2 else _face_kkt_candidates(H, b, s)
+        points = np.concatenate([w[None], np.eye(K), found])
+        values = _dual_objective(points, H, b, s)
+        # Ties (a flat dual, e.g. aligned gradients) go to the candidate nearest w, so that alpha stays ~ w.
+        tied = values <= values.min() + 1e-12 * (1.0 + abs(values.min()))
+        p = points[tied][int(np.argmin(np.linalg.norm(points[tied] - w, axis=1)))]
     return CAGradDualSolution(p=p, value=float(_dual_objective(p[None], H, b, s)[0]))
 
 
@@ -316,7 +317,11 @@ class UserWeightedUPGrad(UserWeighting):
 
 @dataclass
 class CAGradStepStats:
-    """What the last CAGrad / RACO step did, for logging: dual solution, clipped mixing weights, clip activity."""
+    """What the last CAGrad / RACO step did, for logging: dual solution, clipped mixing weights, clip activity.
+
+    ``clip_active`` is True when the clip changed the correction's direction (``min(p*, w)`` is not a multiple of
+    ``p*``); clipping a vertex ``p*`` only rescales it, which the formula's normalisation undoes.
+    """
 
     dual_solution: list[float] = field(default_factory=list)
     mixing_weights: list[float] = field(default_factory=list)
@@ -405,7 +410,9 @@ class ClippedCAGradWeighting(WeightedCAGradWeighting):
         if not self.clip:
             return p
         clipped = torch.minimum(p, w64)
-        self.last_stats.clip_active = bool((clipped < p - 1e-12).any())
+        # The correction only changes direction when the clip is not a uniform rescaling of p*.
+        total = float(clipped.sum())
+        self.last_stats.clip_active = total == 0.0 or bool((clipped / total - p).abs().max() > 1e-9)
         return clipped
 
     def _gradient_norm_clipped(self, gram: Tensor) -> Tensor:

@@ -213,7 +213,7 @@ class ParetoPreferenceTrainer(Trainer):
         metrics = preference_metrics(delta, labels, self.args.beta)
         for k, name in enumerate(self.objective_names):
             if int(metrics.count[k]) > 0:
-                self._metrics[f"loss/{name}"].append(float(losses[k]))
+                self._metrics[f"loss/{name}"].append(float(losses[k].detach()))
                 self._metrics[f"accuracy/{name}"].append(float(metrics.accuracy[k]))
                 self._metrics[f"margin/{name}"].append(float(metrics.margin[k]))
 
