@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -207,6 +209,46 @@ class ParetoPreferenceTrainer(Trainer):
         self._metrics["skipped_steps"].append(0.0)
         self._record_update(step)
 
+    # --- checkpoints --------------------------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model: nn.Module, trial) -> None:
+        """Write ``checkpoint-<step>`` atomically: into a hidden staging folder first, then renamed into place.
+
+        Hugging Face's ``_save_checkpoint`` writes the weights, optimizer, scheduler, RNG states and trainer state
+        one file after another; a crash in between would leave a folder that ``resume_from_checkpoint`` picks up
+        and fails on (or, worse, half-restores). Here a crash leaves only ``.staging-checkpoint-<step>``, which
+        resume ignores, and the newest complete checkpoint is used instead.
+        """
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        run_dir = self._get_output_dir(trial=trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_root = Path(run_dir) / f".staging-{name}"
+        if self.args.should_save and staging_root.exists():
+            shutil.rmtree(staging_root)
+        output_dir, limit = self.args.output_dir, self.args.save_total_limit
+        self.args.output_dir, self.args.save_total_limit = str(staging_root), None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir, self.args.save_total_limit = output_dir, limit
+        if self.args.should_save:
+            final = Path(run_dir) / name
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging_root / name, final)
+            shutil.rmtree(staging_root)
+            if self.state.best_model_checkpoint is not None and str(staging_root) in self.state.best_model_checkpoint:
+                self.state.best_model_checkpoint = str(final)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        if self.accelerator.num_processes > 1:
+            self.accelerator.wait_for_everyone()
+
     # --- logging ------------------------------------------------------------------------------------------------
 
     def _record_batch(self, losses: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor) -> None:
@@ -341,7 +383,7 @@ def run_preference_training(config: ParetoPreferenceConfig, console=None) -> dic
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_yaml_atomic(output_dir / "config.yaml", config_to_dict(config))
-    result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=resume_argument(config.resume_from_checkpoint))
     metrics["train"] = {"steps": result.global_step, "loss": result.training_loss, **result.metrics}
     metrics["log_history"] = trainer.state.log_history
 
@@ -355,6 +397,13 @@ def run_preference_training(config: ParetoPreferenceConfig, console=None) -> dic
     save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir / "model")
     write_json_atomic(output_dir / "metrics.json", metrics)
     return metrics
+
+
+def resume_argument(value: str | None) -> str | bool | None:
+    """``resume_from_checkpoint``: a checkpoint folder, or ``last`` / ``true`` for the newest in output_dir."""
+    if isinstance(value, str) and value.strip().lower() in ("last", "true"):
+        return True
+    return value
 
 
 def config_to_dict(config: ParetoPreferenceConfig) -> dict[str, Any]:
