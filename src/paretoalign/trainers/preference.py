@@ -156,6 +156,11 @@ class ParetoPreferenceTrainer(Trainer):
         return all_reduce_mean
 
     def _build_engine(self, model: nn.Module) -> ObjectiveGradients:
+        if self.args.engine == "autogram" and self.accelerator.num_processes > 1:
+            raise ValueError(
+                "engine=autogram forms the Gram matrix of this process's gradients only; across processes the Gram "
+                "of the global gradient has cross terms it cannot see. Use engine=exact with several processes."
+            )
         target = model if self.args.engine == "autogram" else [p for p in model.parameters() if p.requires_grad]
         return ObjectiveGradients(
             target, self.weighting, mode=self.args.engine, reduce_gradients=self._reduce_across_processes()

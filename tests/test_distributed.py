@@ -1,0 +1,85 @@
+"""Several processes must not change the maths: per-objective gradients are all-reduced before the Gram matrix."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from paretoalign.engine import ObjectiveGradients
+from paretoalign.weighting import get_weighting
+
+from test_preference_trainer import write_multi_label_pairs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gram_of_the_global_gradient_is_not_the_mean_of_local_grams():
+    # Two processes, two objectives. Process 0: g = (1, 0), (0, 1); process 1: g = (1, 0), (-1, 1).
+    # Global (mean) gradients: (1, 0) and (-1/2, 1) -> G = [[1, -1/2], [-1/2, 5/4]].
+    # Mean of the local Grams: [[1, -1/2], [-1/2, 3/2]], a different matrix and a different RACO alpha.
+    local = [torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [-1.0, 1.0]])]
+    global_jacobian = sum(local) / 2
+    global_gram = (global_jacobian @ global_jacobian.T).double()
+    naive_gram = sum((j @ j.T).double() for j in local) / 2
+    raco = get_weighting("raco", [0.5, 0.5])
+    assert not torch.allclose(raco(global_gram), raco(naive_gram), atol=1e-3)
+
+    # The engine's reduce hook (here: replace each local gradient by the global mean) yields the global Gram.
+    theta = torch.nn.Parameter(torch.zeros(2))
+    calls: list[int] = []
+
+    def all_reduce_mean(gradient: torch.Tensor) -> None:
+        gradient.copy_(global_jacobian[len(calls)])
+        calls.append(1)
+
+    engine = ObjectiveGradients([theta], raco, reduce_gradients=all_reduce_mean)
+    step = engine.backward(local[0] @ theta)
+    assert torch.allclose(step.gram, global_gram)
+    assert torch.allclose(step.alpha, raco(global_gram))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_training(tmp_path: Path, config_file: Path, output: Path, processes: int, batch_size: int):
+    arguments = ["train", "--config", str(config_file), "--output_dir", str(output),
+                 "--per_device_train_batch_size", str(batch_size)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    if processes == 1:
+        command = [sys.executable, "-m", "paretoalign.cli", *arguments]
+    else:
+        # torchrun is the launcher `accelerate launch --multi_gpu` uses; on CPU, accelerate's own multi-CPU mode
+        # needs MPI, while torchrun + gloo needs nothing more. Accelerate reads the same RANK / WORLD_SIZE variables.
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                   "--master_port", str(free_port()), "-m", "paretoalign.cli", *arguments]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return load_file(output / "model" / "model.safetensors")
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch.distributed without gloo")
+def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, tiny_model_dir):
+    write_multi_label_pairs(tmp_path / "pairs.jsonl")
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model_dir), "train_data": "pairs.jsonl", "weights": [0.6, 0.4],
+        "weighting": "raco", "engine": "exact", "use_lora": False, "max_length": 64, "max_steps": 3,
+        "learning_rate": 1e-2, "save_strategy": "no", "report_to": "none", "use_cpu": True, "seed": 0,
+        "disable_tqdm": True, "dataloader_drop_last": True,
+    }))
+    single = run_training(tmp_path, config_file, tmp_path / "single", processes=1, batch_size=8)
+    double = run_training(tmp_path, config_file, tmp_path / "double", processes=2, batch_size=4)
+    assert single.keys() == double.keys()
+    for name in single:
+        assert torch.allclose(single[name], double[name], atol=1e-5), name
