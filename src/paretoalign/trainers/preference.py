@@ -90,8 +90,14 @@ class ParetoPreferenceTrainer(Trainer):
             processing_class=processing_class,
             callbacks=callbacks,
         )
+        from accelerate.utils import DistributedType
         from peft import PeftModel
 
+        if self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+            raise ValueError(
+                f"{self.accelerator.distributed_type.value} shards or reduces gradients inside its own backward hooks, "
+                "which the per-objective gradients bypass; use DDP (accelerate launch --multi_gpu) instead."
+            )
         if ref_model is None and not isinstance(model, PeftModel):
             ref_model = frozen_reference(model)
         self.ref_model = ref_model.to(self.args.device) if ref_model is not None else None
