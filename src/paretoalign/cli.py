@@ -1,4 +1,4 @@
-"""``paretoalign <command>``: train, demo.
+"""``paretoalign <command>``: train, demo, eval, sweep.
 
 Every command that trains takes ``--config FILE.yaml`` and any config field as ``--field value``, which overrides
 the file; ``paretoalign train --help`` lists every field with its help text.
@@ -64,6 +64,57 @@ def _train(config_file: str | None, overrides: list[str], console: Console) -> i
     return 0
 
 
+def _evaluate(args, overrides: list[str], console: Console) -> int:
+    from paretoalign.config import ParetoPreferenceConfig, parse_config
+    from paretoalign.evaluation import evaluate_trained
+    from paretoalign.io import write_json_atomic
+
+    config = parse_config(ParetoPreferenceConfig, args.config, overrides)
+    report = evaluate_trained(args.model, config)
+    table = Table(title=f"held-out preference metrics of {args.model}")
+    for column in ("objective", "pairs", "accuracy", "margin", "loss"):
+        table.add_column(column, justify="left" if column == "objective" else "right")
+    for name, values in report.items():
+        table.add_row(name, str(values["pairs"]), f"{values['accuracy']:.3f}", f"{values['margin']:+.4f}",
+                      f"{values['loss']:.4f}")
+    console.print(table)
+    output = Path(args.output) if args.output else Path(args.model).resolve().parent / "eval.json"
+    write_json_atomic(output, {"model": str(args.model), "metrics": report})
+    console.print(f"[bold]written[/bold] {output}")
+    return 0
+
+
+def _sweep(args, overrides: list[str], console: Console) -> int:
+    from paretoalign.config import ParetoPreferenceConfig, parse_config
+    from paretoalign.sweep import objective_names, parse_weight_spec, plan_sweep, run_sweep
+
+    config = parse_config(ParetoPreferenceConfig, args.config, overrides)
+    objectives = objective_names(config)
+    if len(objectives) < 2:
+        raise ValueError(f"a sweep needs at least two objectives, got {objectives}.")
+    weightings = [name.strip() for name in args.weightings.split(",") if name.strip()]
+    vectors = parse_weight_spec(args.weights, len(objectives))
+    runs = plan_sweep(config.output_dir, weightings, vectors)
+    if args.dry_run:
+        table = Table(title=f"sweep plan: {len(runs)} runs over objectives {objectives}")
+        for column in ("weighting", "weights", "run folder", "status"):
+            table.add_column(column)
+        for run in runs:
+            weights = " / ".join(f"{w:.3f}" for w in run.weights)
+            table.add_row(run.weighting, weights, str(run.run_dir), "done" if run.finished else "to train")
+        console.print(table)
+        return 0
+    front = run_sweep(config, objectives, weightings, vectors, metric=args.metric)
+    table = Table(title=f"hypervolume of held-out {args.metric} (reference point {front['reference_point']})")
+    for column in ("weighting", "runs", "non-dominated", "hypervolume"):
+        table.add_column(column, justify="left" if column == "weighting" else "right")
+    for name, entry in front["weightings"].items():
+        table.add_row(name, str(len(entry["points"])), str(sum(entry["non_dominated"])), f"{entry['hypervolume']:.5f}")
+    console.print(table)
+    console.print(f"[bold]front written to[/bold] {Path(config.output_dir).resolve()}/front.{{json,csv,png}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paretoalign",
@@ -84,6 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     demo.add_argument("--config", default=str(DEMO_CONFIG), help=argparse.SUPPRESS)
+    evaluate = commands.add_parser(
+        "eval", help="held-out per-objective accuracy, margin and loss of a trained model",
+        description="Evaluate a trained model (a run's model/ folder) on the config's eval_data; writes eval.json.",
+    )
+    evaluate.add_argument("--model", required=True, help="the model/ folder a run wrote (adapter or full weights)")
+    evaluate.add_argument("--config", required=True, help="YAML config giving eval_data (and the base model)")
+    evaluate.add_argument("--output", help="where to write eval.json (default: beside the model folder)")
+    sweep = commands.add_parser(
+        "sweep", help="one run per (weighting, weight vector): Pareto front, hypervolume, front.png",
+        description="Train one run per weighting and weight vector, evaluate each, and draw the Pareto front.",
+    )
+    sweep.add_argument("--config", required=True, help="YAML config of one run (output_dir holds the sweep)")
+    sweep.add_argument("--weights", default="grid:4", help="grid:N (simplex lattice) or 'w1,w2;w1,w2;...'")
+    sweep.add_argument("--weightings", default="raco,weighted_sum", help="comma-separated weighting names")
+    sweep.add_argument("--metric", default="accuracy", choices=["accuracy", "margin", "loss"],
+                       help="held-out metric per objective that spans the front")
+    sweep.add_argument("--dry-run", action="store_true", help="print the plan and what is already done")
     return parser
 
 
@@ -104,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _configure_logging(args.verbose)
     try:
+        if args.command == "eval":
+            return _evaluate(args, rest, console)
+        if args.command == "sweep":
+            return _sweep(args, rest, console)
         return _train(args.config, rest, console)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
         console.print(f"[bold red]error:[/bold red] {error}")

@@ -95,3 +95,33 @@ def preference_report(
         for k, name in enumerate(objective_names)
     }
     return report
+
+
+def evaluate_trained(model_dir, config) -> dict[str, dict[str, float]]:
+    """Held-out per-objective metrics of a policy written by a run (``<run>/model``) on ``config.eval_data``.
+
+    The reference is the same weights with the adapter disabled for a LoRA adapter, else the base model named by
+    ``config.model_name_or_path``.
+    """
+    from peft import PeftModel
+
+    from paretoalign.models import load_policy, load_trained
+    from paretoalign.trainers.preference import prepare_preference_data, resolve_model_path
+
+    if config.eval_data is None:
+        raise ValueError("eval_data is not set: give the held-out pairs to evaluate on.")
+    policy, tokenizer = load_trained(model_dir, cache_dir=config.model_cache_dir)
+    dataset, names = prepare_preference_data(
+        config, config.eval_data, tokenizer, config.objectives, config.max_eval_pairs, "eval"
+    )
+    average = config.loss_type == "ipo"
+    batch = config.per_device_eval_batch_size
+    trained = dataset_logps(policy, dataset, tokenizer.pad_token_id, batch, average, "held-out pairs (trained)")
+    if isinstance(policy, PeftModel):
+        with policy.disable_adapter():
+            reference = dataset_logps(policy, dataset, tokenizer.pad_token_id, batch, average, "held-out pairs (reference)")
+    else:
+        base, _ = load_policy(resolve_model_path(config.model_name_or_path), cache_dir=config.model_cache_dir)
+        reference = dataset_logps(base, dataset, tokenizer.pad_token_id, batch, average, "held-out pairs (reference)")
+    labels = torch.tensor(dataset["labels"])
+    return preference_report(trained, reference, labels, names, config.beta, config.loss_type)
