@@ -496,6 +496,20 @@ def _objective_list(objectives: Sequence[str] | None) -> list[str] | None:
     return names
 
 
+def _skip_identical(
+    response_a: str, response_b: str, line: int, identical_lines: list[int], drop_identical: bool, counts: _Counts
+) -> bool:
+    """Count a pair with identical responses; True when it is to be dropped."""
+    if response_a != response_b:
+        return False
+    identical_lines.append(line)
+    if drop_identical:
+        counts.dropped_identical += 1
+        return True
+    counts.kept_identical += 1
+    return False
+
+
 def _load_one_objective_file(
     path: Path,
     unit: str,
@@ -516,12 +530,8 @@ def _load_one_objective_file(
         counts.rows_read += 1
         where = _Location(str(path), line, unit)
         prompt, response_a, response_b = _read_pair(row, ONE_OBJECTIVE_FIELDS, renderer, where)
-        if response_a == response_b:
-            identical_lines.append(line)
-            if drop_identical:
-                counts.dropped_identical += 1
-                continue
-            counts.kept_identical += 1
+        if _skip_identical(response_a, response_b, line, identical_lines, drop_identical, counts):
+            continue
         _append(columns, prompt, response_a, response_b, list(label))
     if counts.rows_read == rows_before:
         raise PreferenceDataError("contains no rows", path)
@@ -551,12 +561,8 @@ def _load_multi_label_file(
             unlabelled_lines.append(line)
             counts.dropped_unlabelled += 1
             continue
-        if response_a == response_b:
-            identical_lines.append(line)
-            if drop_identical:
-                counts.dropped_identical += 1
-                continue
-            counts.kept_identical += 1
+        if _skip_identical(response_a, response_b, line, identical_lines, drop_identical, counts):
+            continue
         kept.append((prompt, response_a, response_b, signs))
     _warn_dropped(path, unit, identical_lines, unlabelled_lines, drop_identical)
     objective_names = list(names)
