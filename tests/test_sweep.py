@@ -100,3 +100,10 @@ def test_eval_command_reproduces_the_runs_held_out_metrics(tmp_path, sweep_confi
     for name in ("concise", "safe"):
         assert evaluated[name]["accuracy"] == trained[name]["accuracy"]
         assert evaluated[name]["loss"] == pytest.approx(trained[name]["loss"], abs=1e-6)
+
+
+def test_synthetic_command_is_dispatched(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synthetic", "--help"])
+    assert exit_info.value.code == 0
+    assert "paretoalign synthetic" in capsys.readouterr().out

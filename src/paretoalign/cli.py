@@ -1,4 +1,4 @@
-"""``paretoalign <command>``: train, demo, eval, sweep.
+"""``paretoalign <command>``: train, demo, eval, sweep, synthetic.
 
 Every command that trains takes ``--config FILE.yaml`` and any config field as ``--field value``, which overrides
 the file; ``paretoalign train --help`` lists every field with its help text.
@@ -152,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--metric", default="accuracy", choices=["accuracy", "margin", "loss"],
                        help="held-out metric per objective that spans the front")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan and what is already done")
+    commands.add_parser(
+        "synthetic", add_help=False,
+        help="tabular DPO benchmark with an exact Pareto front: every weighting, RACO's clip (--help for options)",
+    )
     return parser
 
 
@@ -163,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0 if not rest else 2
+    if args.command == "synthetic":
+        from paretoalign.synthetic import main as synthetic_main
+
+        return synthetic_main(rest)
     if args.command in ("train", "demo") and any(flag in rest for flag in ("-h", "--help")):
         from transformers import HfArgumentParser
 
