@@ -12,6 +12,11 @@ Modes:
 * ``autogram``: ``torchjd.autogram.Engine`` computes ``G`` without materialising the K gradients, then one
   backward of ``sum_k alpha_k L_k`` (Quinton & Rey 2024, arXiv 2406.16232, Algorithm 3). It needs the whole
   batch in one forward (no accumulation of micro-batches).
+* ``fused``: for losses that depend on the parameters only through N per-pair values ``v_i`` (the preference
+  trainer's log-ratio differences), ``g_k = sum_i (dL_k / dv_i) grad v_i``: layer hooks turn ONE backward pass of
+  ``sum_i v_i`` into the K per-objective gradients (:mod:`paretoalign.fused`), which then go through the same
+  buffers as ``exact``: micro-batch accumulation and the all-reduce across processes work as there. Pass the values
+  as ``pair_values``; batch row b of the forward pass belongs to pair ``b mod N``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from torchjd.aggregation import Weighting
 
 __all__ = ["ENGINE_MODES", "EngineStep", "ObjectiveGradients"]
 
-ENGINE_MODES = ("exact", "autogram")
+ENGINE_MODES = ("exact", "autogram", "fused")
 
 
 @dataclass
@@ -64,11 +69,12 @@ class ObjectiveGradients:
     """Combine the gradients of K objective losses with a Gram-matrix weighting.
 
     Args:
-        model: the module being trained (required for ``autogram``), or an iterable of parameters (``exact``).
+        model: the module being trained (required for ``autogram`` and ``fused``), or an iterable of parameters
+            (``exact``).
         weighting: a :class:`torchjd.aggregation.Weighting` mapping the K x K Gram matrix to alpha [K].
-        mode: ``exact`` or ``autogram``.
+        mode: ``exact``, ``autogram`` or ``fused``.
         reduce_gradients: optional in-place all-reduce (sum or mean across processes) applied to each accumulated
-            per-objective gradient before the Gram is formed (``exact`` mode), so that multi-process training
+            per-objective gradient before the Gram is formed (``exact`` and ``fused``), so that multi-process training
             combines the gradients of the global batch, not of each shard.
     """
 
@@ -81,14 +87,19 @@ class ObjectiveGradients:
     ) -> None:
         if mode not in ENGINE_MODES:
             raise ValueError(f"unknown engine mode {mode!r}; choose one of {ENGINE_MODES}.")
-        if mode == "autogram" and not isinstance(model, nn.Module):
-            raise ValueError("the autogram engine needs the model (an nn.Module), not a list of parameters.")
+        if mode in ("autogram", "fused") and not isinstance(model, nn.Module):
+            raise ValueError(f"the {mode} engine needs the model (an nn.Module), not a list of parameters.")
         self.params = _trainable_parameters(model)
         self.weighting = weighting
         self.mode = mode
         self.reduce_gradients = reduce_gradients
         self._buffers: list[list[Tensor]] | None = None
         self._autogram = None
+        self._fused = None
+        if mode == "fused":
+            from paretoalign.fused import FusedObjectiveGradients
+
+            self._fused = FusedObjectiveGradients(model, self.params)
         if mode == "autogram":
             from torchjd.autogram import Engine
 
@@ -99,16 +110,20 @@ class ObjectiveGradients:
         if losses.ndim != 1 or losses.numel() == 0:
             raise ValueError(f"losses must be a non-empty vector [K], got shape {tuple(losses.shape)}.")
 
-    def accumulate(self, losses: Tensor, scale: float = 1.0) -> None:
-        """Add ``scale * grad L_k`` to objective k's gradient buffer (``exact`` mode), one backward per objective."""
-        if self.mode != "exact":
-            raise RuntimeError("only the exact engine accumulates per-objective gradients over micro-batches.")
+    def accumulate(self, losses: Tensor, scale: float = 1.0, pair_values: Tensor | None = None) -> None:
+        """Add ``scale * grad L_k`` to objective k's gradient buffer (``exact``: one backward per objective;
+        ``fused``: one backward of `pair_values` [N], which the losses must depend on the parameters through)."""
+        if self.mode == "autogram":
+            raise RuntimeError("the autogram engine does not accumulate per-objective gradients over micro-batches.")
         self._check_losses(losses)
         num_objectives = losses.numel()
         if self._buffers is None:
             self._buffers = [[torch.zeros_like(p) for p in self.params] for _ in range(num_objectives)]
         elif len(self._buffers) != num_objectives:
             raise ValueError(f"got {num_objectives} losses, but earlier micro-batches had {len(self._buffers)}.")
+        if self.mode == "fused":
+            self._fused.accumulate(losses, pair_values, self._buffers, scale)
+            return
         for k in range(num_objectives):
             if not losses[k].requires_grad:
                 continue
@@ -145,11 +160,14 @@ class ObjectiveGradients:
             param.grad = combined if param.grad is None else param.grad + combined
         return EngineStep(gram=gram, alpha=alpha.detach().double().cpu(), finite=True)
 
-    def backward(self, losses: Tensor) -> EngineStep:
-        """One combined update from the K losses of one forward pass; returns its Gram matrix and alpha."""
+    def backward(self, losses: Tensor, pair_values: Tensor | None = None) -> EngineStep:
+        """One combined update from the K losses of one forward pass; returns its Gram matrix and alpha.
+
+        ``fused`` needs `pair_values` (see :meth:`accumulate`); the other modes ignore it.
+        """
         self._check_losses(losses)
-        if self.mode == "exact":
-            self.accumulate(losses)
+        if self.mode in ("exact", "fused"):
+            self.accumulate(losses, pair_values=pair_values)
             return self.step()
         if not torch.isfinite(losses).all():
             num_objectives = losses.numel()
