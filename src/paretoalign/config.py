@@ -141,6 +141,11 @@ class ParetoPreferenceConfig(TrainingArguments):
                 "engine=autogram forms the Gram matrix from one forward pass, so it needs "
                 "gradient_accumulation_steps=1; use engine=exact to accumulate micro-batches."
             )
+        if self.engine == "fused" and self.gradient_checkpointing:
+            raise ValueError(
+                "engine=fused hooks the layer calls of one forward pass, which gradient checkpointing repeats inside "
+                "the backward pass; turn gradient_checkpointing off or use engine=exact."
+            )
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise ValueError(f"beta must be a positive number, got {self.beta}.")
         if not (math.isfinite(self.cagrad_c) and self.cagrad_c >= 0):

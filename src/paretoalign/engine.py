@@ -111,8 +111,12 @@ class ObjectiveGradients:
             raise ValueError(f"losses must be a non-empty vector [K], got shape {tuple(losses.shape)}.")
 
     def accumulate(self, losses: Tensor, scale: float = 1.0, pair_values: Tensor | None = None) -> None:
-        """Add ``scale * grad L_k`` to objective k's gradient buffer (``exact``: one backward per objective;
-        ``fused``: one backward of `pair_values` [N], which the losses must depend on the parameters through)."""
+        """Add ``scale * grad L_k`` to objective k's gradient buffer.
+
+        ``exact`` runs one backward pass per objective. ``fused`` runs one backward pass of `pair_values` [N], the
+        per-pair values through which alone the losses depend on the parameters (batch row b of the forward pass
+        belongs to pair ``b mod N``; see :mod:`paretoalign.fused`); ``exact`` ignores `pair_values`.
+        """
         if self.mode == "autogram":
             raise RuntimeError("the autogram engine does not accumulate per-objective gradients over micro-batches.")
         self._check_losses(losses)

@@ -569,10 +569,14 @@ def run_benchmark(config: SyntheticConfig) -> list[dict]:
     for label in config.weightings:
         runs = []
         for index, w in enumerate(user_weights):
-            torch.manual_seed(config.seed)
             weighting = make_weighting(label, w, config.c, clip_threshold)
             generator = torch.Generator().manual_seed(config.seed + index)
-            result = descend(problem, weighting, w, step, config.max_steps, config.eps, config.pairs_per_step, generator)
+            # PCGrad's random projection order draws from torch's global generator: seed it, then restore it.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                result = descend(
+                    problem, weighting, w, step, config.max_steps, config.eps, config.pairs_per_step, generator
+                )
             minimum = float(torch.as_tensor(w) @ optima.losses[index])
             runs.append(
                 {

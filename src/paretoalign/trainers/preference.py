@@ -11,11 +11,12 @@ One training step, top to bottom:
    parameters, the weighting (``raco`` by default) turns it into ``alpha``, and ``sum_k alpha_k g_k`` lands in
    ``.grad``; Hugging Face's Trainer then clips, steps the optimizer and the schedule, logs and checkpoints.
 
-Gradient accumulation: with ``engine="exact"`` the per-objective gradients of the micro-batches are summed (each
-scaled by 1 / accumulation steps) and the Gram matrix and ``alpha`` are formed once, on the accumulated batch,
-so accumulating micro-batches gives the same update as one large batch. ``engine="autogram"`` needs the whole
-batch in one forward pass. Across processes, per-objective gradients are all-reduced before the Gram matrix is
-formed.
+Gradient accumulation: with ``engine="exact"`` or ``engine="fused"`` the per-objective gradients of the
+micro-batches are summed (each scaled by 1 / accumulation steps) and the Gram matrix and ``alpha`` are formed once,
+on the accumulated batch, so accumulating micro-batches gives the same update as one large batch.
+``engine="autogram"`` needs the whole batch in one forward pass. ``engine="fused"`` receives ``delta`` with the
+losses and forms the K per-objective gradients from one backward pass (:mod:`paretoalign.fused`). Across
+processes, per-objective gradients are all-reduced before the Gram matrix is formed.
 
 A step whose loss or gradient is not finite is skipped (no parameter changes), logged with its step number and
 objectives, and the run stops after ``max_consecutive_skipped_steps`` such steps in a row.
@@ -167,7 +168,8 @@ class ParetoPreferenceTrainer(Trainer):
                 "engine=autogram forms the Gram matrix of this process's gradients only; across processes the Gram "
                 "of the global gradient has cross terms it cannot see. Use engine=exact with several processes."
             )
-        target = model if self.args.engine == "autogram" else [p for p in model.parameters() if p.requires_grad]
+        needs_model = self.args.engine in ("autogram", "fused")
+        target = model if needs_model else [p for p in model.parameters() if p.requires_grad]
         return ObjectiveGradients(
             target, self.weighting, mode=self.args.engine, reduce_gradients=self._reduce_across_processes()
         )
@@ -186,9 +188,9 @@ class ParetoPreferenceTrainer(Trainer):
             self._window_is_finite = False
             bad = [name for name, value in zip(self.objective_names, losses.tolist()) if not math.isfinite(value)]
             logger.warning("step %d: non-finite loss for objective(s) %s", self.state.global_step + 1, bad)
-        if self.args.engine == "exact":
+        if self.args.engine in ("exact", "fused"):
             if finite:
-                self.engine.accumulate(losses, scale=1.0 / accumulation_steps)
+                self.engine.accumulate(losses, scale=1.0 / accumulation_steps, pair_values=delta)
             if self.accelerator.sync_gradients:
                 step = self.engine.step() if self._window_is_finite else None
                 self._finish_update(model, step)
