@@ -69,12 +69,13 @@ def run_training(tmp_path: Path, config_file: Path, output: Path, processes: int
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch.distributed without gloo")
-def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("engine", ["exact", "fused"])
+def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, tiny_model_dir, engine):
     write_multi_label_pairs(tmp_path / "pairs.jsonl")
     config_file = tmp_path / "run.yaml"
     config_file.write_text(yaml.safe_dump({
         "model_name_or_path": str(tiny_model_dir), "train_data": "pairs.jsonl", "weights": [0.6, 0.4],
-        "weighting": "raco", "engine": "exact", "use_lora": False, "max_length": 64, "max_steps": 3,
+        "weighting": "raco", "engine": engine, "use_lora": False, "max_length": 64, "max_steps": 3,
         "learning_rate": 1e-2, "save_strategy": "no", "report_to": "none", "use_cpu": True, "seed": 0,
         "disable_tqdm": True, "dataloader_drop_last": True,
     }))

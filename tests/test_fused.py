@@ -244,3 +244,76 @@ def test_fused_rejects_bad_inputs():
     checkpointed.gradient_checkpointing = True
     with pytest.raises(ValueError, match="gradient checkpointing"):
         ObjectiveGradients(checkpointed, get_weighting("raco", [1.0]), mode="fused")
+
+
+def test_auto_engine_chooses_fused_logs_it_once_and_matches_exact(tmp_path, tiny_model_dir, caplog):
+    def final_weights(engine):
+        (tmp_path / engine).mkdir()
+        config = tiny_config(tmp_path / engine, tiny_model_dir, engine=engine, max_steps=3, optim="sgd",
+                             learning_rate=0.1, eval_data=None)
+        run_preference_training(config)
+        policy, _ = load_trained(Path(config.output_dir) / "model")
+        return torch.cat([p.flatten() for p in policy.parameters()])
+
+    with caplog.at_level("INFO", logger="paretoalign"):
+        auto = final_weights("auto")
+    choices = [record.getMessage() for record in caplog.records if record.getMessage().startswith("engine auto")]
+    assert choices == ["engine auto: fused (one backward pass gives the per-objective gradients)"]
+    assert torch.allclose(auto, final_weights("exact"), atol=1e-6)
+
+
+def test_auto_engine_falls_back_to_exact_where_the_hooks_do_not_apply(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    """A model that reads a Linear's weight outside the Linear's call: the first micro-batch shows it, exact takes
+    over for the whole run, and the run equals an exact run."""
+    import paretoalign.models
+
+    load_policy = paretoalign.models.load_policy
+
+    def load_policy_reusing_a_weight(*args, **kwargs):
+        model, tokenizer = load_policy(*args, **kwargs)
+        mlp = model.model.layers[0].mlp
+        mlp.register_forward_hook(lambda module, inputs, output: output + 0.0 * module.down_proj.weight.sum())
+        return model, tokenizer
+
+    monkeypatch.setattr(paretoalign.models, "load_policy", load_policy_reusing_a_weight)
+
+    def final_weights(engine):
+        (tmp_path / engine).mkdir()
+        config = tiny_config(tmp_path / engine, tiny_model_dir, engine=engine, max_steps=2, optim="sgd",
+                             learning_rate=0.1, eval_data=None)
+        run_preference_training(config)
+        policy, _ = load_trained(Path(config.output_dir) / "model")
+        return torch.cat([p.flatten() for p in policy.parameters()])
+
+    with caplog.at_level("INFO", logger="paretoalign"):
+        auto = final_weights("auto")
+    choices = [record.getMessage() for record in caplog.records if record.getMessage().startswith("engine auto")]
+    assert len(choices) == 1 and choices[0].startswith("engine auto: exact (the fused engine does not apply")
+    assert "model.layers.0.mlp.down_proj.weight enters the forward outside the call" in choices[0]
+    assert torch.equal(auto, final_weights("exact"))
+    with pytest.raises(ValueError, match="enters the forward outside"):
+        final_weights("fused")
+
+
+def test_fused_agrees_with_exact_on_a_dora_adapter(tiny_tokenizer):
+    """PEFT's DoRA detaches the norm of ``W + BA``, so its adapter weights enter only through their layers."""
+
+    def run(mode):
+        model = build_tiny_llama(len(tiny_tokenizer), seed=0)
+        torch.manual_seed(1)
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                            use_dora=True)
+        model = get_peft_model(model, config)
+        engine = ObjectiveGradients(model, get_weighting("raco", [0.5, 0.5]), mode=mode)
+        losses, delta = preference_step(model, padded_batch(len(tiny_tokenizer), seed=2), 2)
+        return engine.backward(losses, pair_values=delta), trainable_grads(model)
+
+    assert_same_update(run("exact"), run("fused"))
+
+
+def test_auto_engine_is_exact_with_gradient_checkpointing(tmp_path, tiny_model_dir, caplog):
+    config = tiny_config(tmp_path, tiny_model_dir, engine="auto", gradient_checkpointing=True, max_steps=1,
+                         eval_data=None)
+    with caplog.at_level("INFO", logger="paretoalign"):
+        run_preference_training(config)
+    assert any("engine auto: exact (gradient checkpointing" in record.getMessage() for record in caplog.records)

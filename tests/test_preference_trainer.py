@@ -119,7 +119,7 @@ def test_train_help_lists_every_multi_objective_field(capsys):
     assert main(["train", "--help"]) == 0
     text = capsys.readouterr().out
     for flag, words in [("--weighting", "combined"), ("--beta", "KL"), ("--loss_type", "sigmoid"),
-                        ("--engine", "Gram"), ("--weights", "simplex"), ("--train_data", "pairs")]:
+                        ("--engine", "auto"), ("--weights", "simplex"), ("--train_data", "pairs")]:
         assert flag in text and words in text
 
 

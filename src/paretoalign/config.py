@@ -89,8 +89,11 @@ class ParetoPreferenceConfig(TrainingArguments):
         default="truncate", metadata=_help("Pairs longer than max_length: 'truncate' (counted) or 'error'.")
     )
     engine: str = field(
-        default="exact",
-        metadata=_help(f"How the Gram matrix of per-objective gradients is formed: one of {list(ENGINE_MODES)}."),
+        default="auto",
+        metadata=_help(
+            f"How the per-objective gradients are formed: one of {list(ENGINE_MODES)}, or 'auto' (fused where its "
+            "layer hooks apply, exact otherwise; the choice is logged)."
+        ),
     )
     objective_proportions: list[float] | None = field(
         default=None,
@@ -111,6 +114,7 @@ class ParetoPreferenceConfig(TrainingArguments):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         metadata=_help("Names of the Linear modules that get LoRA adapters."),
     )
+    use_dora: bool = field(default=False, metadata=_help("Make the adapter DoRA (weight-decomposed LoRA)."))
     output_dir: str | None = field(
         default="runs/train", metadata=_help("Where the model, config.yaml, metrics.json, logs and checkpoints go.")
     )
@@ -134,8 +138,8 @@ class ParetoPreferenceConfig(TrainingArguments):
             raise ValueError(f"weighting must be one of {sorted(WEIGHTINGS)}, got {self.weighting!r}.")
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {self.loss_type!r}.")
-        if self.engine not in ENGINE_MODES:
-            raise ValueError(f"engine must be one of {list(ENGINE_MODES)}, got {self.engine!r}.")
+        if self.engine not in ("auto", *ENGINE_MODES):
+            raise ValueError(f"engine must be 'auto' or one of {list(ENGINE_MODES)}, got {self.engine!r}.")
         if self.engine == "autogram" and self.gradient_accumulation_steps != 1:
             raise ValueError(
                 "engine=autogram forms the Gram matrix from one forward pass, so it needs "
@@ -229,7 +233,8 @@ def parse_config(config_class: type, config_file: str | Path | None, argv: list[
             raise ValueError(f"{config_file}: unknown config field(s) {unknown}; see `paretoalign train --help`.")
         base = Path(config_file).resolve().parent
         for key in ("train_data", "eval_data"):
-            values[key] = _resolve_paths(values.get(key), base)
+            if key in values:
+                values[key] = _resolve_paths(values[key], base)
         parser.set_defaults(**values)
     (config,) = parser.parse_args_into_dataclasses(args=argv)
     return config

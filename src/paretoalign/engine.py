@@ -138,6 +138,14 @@ class ObjectiveGradients:
                 if grad is not None:
                     buffer.add_(grad, alpha=scale)
 
+    def use_exact(self) -> None:
+        """Switch a ``fused`` engine to ``exact``: the layer hooks come off, gradients accumulated so far are kept."""
+        if self.mode != "fused":
+            raise RuntimeError(f"use_exact() switches the fused engine to exact; this engine is {self.mode!r}.")
+        self._fused.remove_hooks()
+        self._fused = None
+        self.mode = "exact"
+
     def discard(self) -> None:
         """Drop the accumulated per-objective gradients (a skipped update)."""
         self._buffers = None

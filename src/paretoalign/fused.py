@@ -29,8 +29,10 @@ modules. The remaining trainable parameters (registered on a module with childre
 matrices) get their exact per-objective gradients from ``torch.autograd.grad(L_k, those parameters)``: up to K
 extra backward passes that stop at the earliest of them. Hugging Face causal language models have none, with full
 fine-tuning or LoRA. A covered parameter must enter the forward only through its module's call; the first
-:meth:`FusedObjectiveGradients.accumulate` walks the autograd graph and raises if one does not (e.g. DoRA, which
-reads the LoRA weights directly, or the ``out_proj`` of ``nn.MultiheadAttention``). Every call also checks, on the
+:meth:`FusedObjectiveGradients.accumulate` walks the autograd graph and raises if one does not (e.g. the ``out_proj``
+of ``nn.MultiheadAttention``, whose weight is read by a functional call; PEFT's DoRA is fine, as it detaches the
+norm of ``W + BA`` and so reads the LoRA weights only through their layers). The error is a
+:class:`FusedEngineNotApplicable`, on which the preference trainer's ``engine="auto"`` falls back to ``exact``. Every call also checks, on the
 small graph from the losses down to ``v``, that the losses reach no parameter other than through ``v``.
 
 Mechanism. A forward hook on each covered module wraps its output in an identity autograd function (a tap) that
@@ -55,9 +57,14 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.graph import get_gradient_edge
 
-__all__ = ["ROW_PRODUCT_ELEMENTS", "FusedObjectiveGradients"]
+__all__ = ["ROW_PRODUCT_ELEMENTS", "FusedEngineNotApplicable", "FusedObjectiveGradients"]
 
 ROW_PRODUCT_ELEMENTS = 1 << 24
+
+
+class FusedEngineNotApplicable(ValueError, TypeError):
+    """The model's structure defeats the layer hooks (a covered parameter used outside its module's call, a hooked
+    module that does not return one tensor, gradient checkpointing); the ``exact`` engine handles such models."""
 
 _SAVED = object()
 
@@ -216,13 +223,13 @@ class FusedObjectiveGradients:
     """Hooks on a model's leaf modules that turn one backward pass into K per-objective gradients.
 
     Args:
-        model: the module being trained; its covered leaf modules get forward hooks (kept for the model's life).
+        model: the module being trained; its covered leaf modules get forward hooks (until :meth:`remove_hooks`).
         params: the trainable parameters, in the order of the engine's gradient buffers.
     """
 
     def __init__(self, model: nn.Module, params: Sequence[Tensor]) -> None:
         if any(getattr(module, "gradient_checkpointing", False) for module in model.modules()):
-            raise ValueError(
+            raise FusedEngineNotApplicable(
                 "the fused engine hooks the layer calls of one forward pass, which gradient checkpointing repeats "
                 "inside the backward pass; turn gradient checkpointing off or use engine=exact."
             )
@@ -232,6 +239,7 @@ class FusedObjectiveGradients:
         self.probe = torch.zeros((), requires_grad=True)
         self.active_pass: _BackwardPass | None = None
         self._coverage_checked = False
+        self._hook_handles: list[torch.utils.hooks.RemovableHandle] = []
 
         owned_by_leaf: dict[int, list[tuple[str, nn.Module]]] = {}
         owned_by_other: set[int] = set()
@@ -248,14 +256,22 @@ class FusedObjectiveGradients:
         hooked = {id(module): (name, module) for key in self.covered for name, module in owned_by_leaf[key]}
         for name, module in hooked.values():
             module_params = [param for param in module.parameters(recurse=False) if id(param) in self.covered]
-            module.register_forward_hook(self._tap_hook(name, module, module_params), with_kwargs=True)
+            self._hook_handles.append(
+                module.register_forward_hook(self._tap_hook(name, module, module_params), with_kwargs=True)
+            )
+
+    def remove_hooks(self) -> None:
+        """Take the layer hooks off the model (it then behaves as if this object had never existed)."""
+        for handle in self._hook_handles:
+            handle.remove()
+        self._hook_handles = []
 
     def _tap_hook(self, name: str, module: nn.Module, params: list[Tensor]):
         def tap(_module, args, kwargs, output):
             if not torch.is_grad_enabled():
                 return None
             if not isinstance(output, Tensor):
-                raise TypeError(
+                raise FusedEngineNotApplicable(
                     f"the fused engine hooks {name or 'the model'} ({type(module).__name__}), a module without "
                     f"submodules that owns trainable parameters, but it returned a {type(output).__name__}, not one "
                     "tensor; use engine=exact for this model."
@@ -354,7 +370,7 @@ class FusedObjectiveGradients:
                 if variable is None or id(variable) not in self.covered:
                     continue
                 if id(variable) not in allowed.get(node, ()):
-                    raise ValueError(
+                    raise FusedEngineNotApplicable(
                         f"{self.names.get(id(variable), 'a parameter')} enters the forward outside the call of the "
                         "module that owns it, so the fused engine's layer hooks miss part of its gradient; use "
                         "engine=exact for this model."

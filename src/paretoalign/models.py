@@ -156,8 +156,12 @@ def apply_lora(
     lora_alpha: int = 32,
     lora_dropout: float = 0.0,
     target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+    use_dora: bool = False,
 ) -> PeftModel:
     """Wrap `model` with a LoRA adapter on the named layers; only the adapter weights are trainable.
+
+    ``use_dora`` makes it a DoRA adapter (weight-decomposed LoRA, Liu et al. 2024, arXiv 2402.09353: a trainable
+    magnitude per output row times the normalised direction of ``W + BA``).
 
     `model` is modified in place (the LoRA layers are injected into it) and returned wrapped in a `PeftModel`.
     A name matches a layer whose qualified name is that name or ends with ``.name`` (PEFT's rule).
@@ -193,11 +197,13 @@ def apply_lora(
         lora_dropout=lora_dropout,
         target_modules=[target for target in requested if target not in unmatched],
         bias="none",
+        use_dora=use_dora,
     )
     peft_model = get_peft_model(model, config)
     trainable = sum(parameter.numel() for parameter in peft_model.parameters() if parameter.requires_grad)
     logger.info(
-        "LoRA r=%d alpha=%d on %s: %s trainable parameters of %s.",
+        "%s r=%d alpha=%d on %s: %s trainable parameters of %s.",
+        "DoRA" if use_dora else "LoRA",
         r,
         lora_alpha,
         list(config.target_modules),

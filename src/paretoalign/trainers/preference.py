@@ -15,8 +15,10 @@ Gradient accumulation: with ``engine="exact"`` or ``engine="fused"`` the per-obj
 micro-batches are summed (each scaled by 1 / accumulation steps) and the Gram matrix and ``alpha`` are formed once,
 on the accumulated batch, so accumulating micro-batches gives the same update as one large batch.
 ``engine="autogram"`` needs the whole batch in one forward pass. ``engine="fused"`` receives ``delta`` with the
-losses and forms the K per-objective gradients from one backward pass (:mod:`paretoalign.fused`). Across
-processes, per-objective gradients are all-reduced before the Gram matrix is formed.
+losses and forms the K per-objective gradients from one backward pass (:mod:`paretoalign.fused`); the default
+``engine="auto"`` takes it unless gradient checkpointing is on or the first micro-batch shows that its layer hooks do
+not apply to the model (then ``exact``), and logs the choice once. Across processes, per-objective gradients are
+all-reduced before the Gram matrix is formed.
 
 A step whose loss or gradient is not finite is skipped (no parameter changes), logged with its step number and
 objectives, and the run stops after ``max_consecutive_skipped_steps`` such steps in a row.
@@ -40,6 +42,7 @@ from transformers import Trainer
 from paretoalign.config import ParetoPreferenceConfig
 from paretoalign.data import ObjectiveBalancedSampler, PreferenceCollator
 from paretoalign.engine import EngineStep, ObjectiveGradients
+from paretoalign.fused import FusedEngineNotApplicable
 from paretoalign.losses import preference_losses, preference_metrics
 from paretoalign.models import frozen_reference, reference_logps, sequence_logps
 from paretoalign.weighting import ClippedCAGradWeighting, get_weighting
@@ -104,6 +107,7 @@ class ParetoPreferenceTrainer(Trainer):
         self.ref_model = ref_model.to(self.args.device) if ref_model is not None else None
         self.weighting = get_weighting(args.weighting, self.user_weights, **args.weighting_params())
         self.engine: ObjectiveGradients | None = None
+        self._engine_unconfirmed = False
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._window_is_finite = True
         self._consecutive_skipped_steps = 0
@@ -162,17 +166,47 @@ class ParetoPreferenceTrainer(Trainer):
 
         return all_reduce_mean
 
+    def _engine_mode(self) -> str:
+        """The configured engine, with ``auto`` resolved: ``fused`` unless gradient checkpointing is on."""
+        if self.args.engine != "auto":
+            return self.args.engine
+        if self.args.gradient_checkpointing:
+            logger.info("engine auto: exact (gradient checkpointing repeats layer calls the fused hooks rely on)")
+            return "exact"
+        return "fused"
+
     def _build_engine(self, model: nn.Module) -> ObjectiveGradients:
-        if self.args.engine == "autogram" and self.accelerator.num_processes > 1:
+        mode = self._engine_mode()
+        if mode == "autogram" and self.accelerator.num_processes > 1:
             raise ValueError(
                 "engine=autogram forms the Gram matrix of this process's gradients only; across processes the Gram "
                 "of the global gradient has cross terms it cannot see. Use engine=exact with several processes."
             )
-        needs_model = self.args.engine in ("autogram", "fused")
-        target = model if needs_model else [p for p in model.parameters() if p.requires_grad]
-        return ObjectiveGradients(
-            target, self.weighting, mode=self.args.engine, reduce_gradients=self._reduce_across_processes()
-        )
+        target = model if mode in ("autogram", "fused") else [p for p in model.parameters() if p.requires_grad]
+        try:
+            engine = ObjectiveGradients(target, self.weighting, mode=mode, reduce_gradients=self._reduce_across_processes())
+        except FusedEngineNotApplicable as error:
+            if self.args.engine != "auto":
+                raise
+            logger.info("engine auto: exact (the fused engine does not apply: %s)", error)
+            return ObjectiveGradients(
+                [p for p in model.parameters() if p.requires_grad],
+                self.weighting,
+                mode="exact",
+                reduce_gradients=self._reduce_across_processes(),
+            )
+        if self.args.engine == "auto":
+            self._engine_unconfirmed = True
+        return engine
+
+    def _confirm_auto_engine(self, error: FusedEngineNotApplicable | None) -> None:
+        """Log the automatic choice once, after the first fused micro-batch went through or failed on the model."""
+        self._engine_unconfirmed = False
+        if error is None:
+            logger.info("engine auto: fused (one backward pass gives the per-objective gradients)")
+            return
+        logger.info("engine auto: exact (the fused engine does not apply to this model: %s)", error)
+        self.engine.use_exact()
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
         model.train()
@@ -180,25 +214,42 @@ class ParetoPreferenceTrainer(Trainer):
         if self.engine is None:
             self.engine = self._build_engine(model)
         accumulation_steps = self.current_gradient_accumulation_steps
+        if self._engine_unconfirmed:
+            try:
+                losses = self._objective_step(model, inputs, accumulation_steps)
+                self._confirm_auto_engine(None)
+            except FusedEngineNotApplicable as error:
+                self._confirm_auto_engine(error)
+                losses = self._objective_step(model, inputs, accumulation_steps)
+        else:
+            losses = self._objective_step(model, inputs, accumulation_steps)
+        weights = torch.tensor(self.user_weights, dtype=losses.dtype, device=losses.device)
+        scalarised = (losses.detach() @ weights) / accumulation_steps
+        return torch.nan_to_num(scalarised, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _objective_step(self, model: nn.Module, inputs: dict[str, Any], accumulation_steps: int) -> torch.Tensor:
+        """Forward one micro-batch, accumulate its per-objective gradients, update at the end of the window."""
         with self.accelerator.no_sync(model):
             losses, delta = self.objective_losses(model, inputs)
-        self._record_batch(losses, delta, inputs["labels"])
         finite = bool(torch.isfinite(losses).all())
-        if not finite:
-            self._window_is_finite = False
-            bad = [name for name, value in zip(self.objective_names, losses.tolist()) if not math.isfinite(value)]
-            logger.warning("step %d: non-finite loss for objective(s) %s", self.state.global_step + 1, bad)
-        if self.args.engine in ("exact", "fused"):
+        if self.engine.mode in ("exact", "fused"):
             if finite:
                 self.engine.accumulate(losses, scale=1.0 / accumulation_steps, pair_values=delta)
+            self._record_micro_batch(losses, delta, inputs["labels"], finite)
             if self.accelerator.sync_gradients:
                 step = self.engine.step() if self._window_is_finite else None
                 self._finish_update(model, step)
         else:
+            self._record_micro_batch(losses, delta, inputs["labels"], finite)
             self._finish_update(model, self.engine.backward(losses) if finite else None)
-        weights = torch.tensor(self.user_weights, dtype=losses.dtype, device=losses.device)
-        scalarised = (losses.detach() @ weights) / accumulation_steps
-        return torch.nan_to_num(scalarised, nan=0.0, posinf=0.0, neginf=0.0)
+        return losses
+
+    def _record_micro_batch(self, losses: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor, finite: bool) -> None:
+        self._record_batch(losses, delta, labels)
+        if not finite:
+            self._window_is_finite = False
+            bad = [name for name, value in zip(self.objective_names, losses.tolist()) if not math.isfinite(value)]
+            logger.warning("step %d: non-finite loss for objective(s) %s", self.state.global_step + 1, bad)
 
     def _finish_update(self, model: nn.Module, step: EngineStep | None) -> None:
         self._window_is_finite = True
@@ -368,6 +419,7 @@ def run_preference_training(config: ParetoPreferenceConfig, console=None) -> dic
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
             target_modules=config.lora_target_modules,
+            use_dora=config.use_dora,
         )
     model.to(config.device)
     average = config.loss_type == "ipo"
@@ -394,8 +446,9 @@ def run_preference_training(config: ParetoPreferenceConfig, console=None) -> dic
         model=model, args=config, objective_names=names, train_dataset=train_set, processing_class=tokenizer
     )
     output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml_atomic(output_dir / "config.yaml", config_to_dict(config))
+    if config.should_save:  # the main process writes the run's files; every process trains
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml_atomic(output_dir / "config.yaml", config_to_dict(config))
     result = trainer.train(resume_from_checkpoint=resume_argument(config.resume_from_checkpoint))
     metrics["train"] = {"steps": result.global_step, "loss": result.training_loss, **result.metrics}
     metrics["log_history"] = trainer.state.log_history
@@ -407,8 +460,10 @@ def run_preference_training(config: ParetoPreferenceConfig, console=None) -> dic
         metrics["after"] = preference_report(
             after, eval_reference, torch.tensor(eval_set["labels"]), names, config.beta, config.loss_type
         )
-    save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir / "model")
-    write_json_atomic(output_dir / "metrics.json", metrics)
+    if config.should_save:
+        save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir / "model")
+        write_json_atomic(output_dir / "metrics.json", metrics)
+    trainer.accelerator.wait_for_everyone()
     return metrics
 
 
