@@ -225,15 +225,15 @@ def machine_description(threads: int) -> str:
     )
 
 
-def append_to_markdown(path: Path, report: list[str]) -> None:
-    """Append `report` at the end of the ``## Step cost`` section of `path` (created when missing)."""
+def append_to_markdown(path: Path, report: list[str], section: str = SECTION) -> None:
+    """Append `report` at the end of `section` (a ``## `` heading) of `path`; the section is created when missing."""
     text = path.read_text() if path.exists() else ""
     block = "\n".join(report) + "\n"
-    if SECTION not in text:
+    if section not in text:
         separator = "" if not text else ("\n" if text.endswith("\n") else "\n\n")
-        path.write_text(f"{text}{separator}{SECTION}\n\n{block}")
+        path.write_text(f"{text}{separator}{section}\n\n{block}")
         return
-    start = text.index(SECTION) + len(SECTION)
+    start = text.index(section) + len(section)
     following = text.find("\n## ", start)
     end = len(text) if following == -1 else following + 1
     section = text[:end].rstrip("\n") + "\n\n" + block
