@@ -1,0 +1,210 @@
+"""Prompt datasets: generated arithmetic word problems and user prompt files."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import datasets
+import pytest
+
+from paretoalign.data import PreferenceDataError, arithmetic_word_problems, load_prompts
+from paretoalign.rewards import AnswerReward, FormatReward
+
+# ---------------------------------------------------------------------------------------------------------
+# Generated arithmetic word problems
+# ---------------------------------------------------------------------------------------------------------
+
+SENTENCE_EFFECTS = [
+    (re.compile(r"^\w+ has (\d+) \w+ with (\d+) \w+ in each \w+$"), lambda total, a, b: int(a) * int(b)),
+    (re.compile(r"^\w+ has (\d+) \w+$"), lambda total, a: int(a)),
+    (re.compile(r"^\w+ gives (?:her|him) (\d+) \w+$"), lambda total, a: total + int(a)),
+    (re.compile(r"^(?:She|He) finds (\d+) more$"), lambda total, a: total + int(a)),
+    (re.compile(r"^(?:She|He) gives (\d+) \w+ to \w+$"), lambda total, a: total - int(a)),
+    (re.compile(r"^(?:She|He) loses (\d+)$"), lambda total, a: total - int(a)),
+]
+"""How each statement of a generated problem changes the count, read back from the text."""
+
+
+def solve(problem: str) -> tuple[int, int, list[int]]:
+    """(answer, number of statements, operands) of a generated problem, from its text alone."""
+    *statements, question = problem.split(". ")
+    assert re.fullmatch(r"How many \w+ does \w+ have (now|in total)\?", question), question
+    total, operands = 0, []
+    for statement in statements:
+        statement = statement.removesuffix(".")
+        for pattern, effect in SENTENCE_EFFECTS:
+            match = pattern.match(statement)
+            if match:
+                operands.extend(int(value) for value in match.groups())
+                total = effect(total, *match.groups())
+                assert total >= 0, problem
+                break
+        else:
+            raise AssertionError(f"unexpected statement {statement!r} in {problem!r}")
+    return total, len(statements), operands
+
+
+def test_arithmetic_word_problems_columns_and_pinned_problems():
+    problems = arithmetic_word_problems(3, seed=0)
+    assert problems.column_names == ["prompt", "answer"]
+    assert problems.features["answer"] == datasets.Value("string")
+    system, user = problems[0]["prompt"]
+    assert system["role"] == "system" and user["role"] == "user"
+    assert "<think></think>" in system["content"] and "<answer></answer>" in system["content"]
+    assert [row["prompt"][1]["content"] for row in problems] == [
+        "Grace has 11 books. Farid gives her 9 books. How many books does Grace have now?",
+        "Chloe has 6 shelves with 4 books in each shelf. How many books does Chloe have in total?",
+        "Grace has 10 baskets with 9 apples in each basket. How many apples does Grace have in total?",
+    ]
+    assert problems["answer"] == ["20", "24", "90"]
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_arithmetic_word_problems_answers_are_exact(steps):
+    max_operand = 12
+    problems = arithmetic_word_problems(200, seed=7, max_operand=max_operand, steps=steps)
+    operations_seen = set()
+    for row in problems:
+        problem = row["prompt"][1]["content"]
+        answer, statements, operands = solve(problem)
+        assert row["answer"] == str(answer)
+        is_product = " in each " in problem
+        assert statements == steps + (0 if is_product else 1)
+        assert all(1 <= operand <= max_operand for operand in operands)
+        if is_product:
+            assert all(2 <= factor <= 10 for factor in operands[:2])
+        operations_seen.update(word for word in ("gives", "finds", "loses", "in each") if word in problem)
+    assert operations_seen == {"gives", "finds", "loses", "in each"}
+
+
+def test_arithmetic_word_problems_depend_only_on_the_seed():
+    first = arithmetic_word_problems(20, seed=3, steps=2)
+    assert first.to_list() == arithmetic_word_problems(20, seed=3, steps=2).to_list()
+    assert first["answer"] != arithmetic_word_problems(20, seed=4, steps=2)["answer"]
+    assert arithmetic_word_problems(5, seed=3, steps=2).to_list() == first.to_list()[:5]
+
+
+def test_arithmetic_word_problems_score_with_the_answer_and_format_rewards():
+    problems = arithmetic_word_problems(10, seed=1, steps=2)
+    completions = [
+        [{"role": "assistant", "content": f"<think>count</think> <answer>{answer}</answer>"}]
+        for answer in problems["answer"]
+    ]
+    kwargs = {"answer": problems["answer"]}
+    assert AnswerReward()(problems["prompt"], completions, **kwargs) == [1.0] * 10
+    assert FormatReward()(problems["prompt"], completions, **kwargs) == [1.0] * 10
+    wrong = [[{"role": "assistant", "content": f"<answer>{int(answer) + 1}</answer>"}] for answer in problems["answer"]]
+    assert AnswerReward()(problems["prompt"], wrong, **kwargs) == [0.0] * 10
+
+
+def test_arithmetic_word_problems_custom_system_prompt():
+    problems = arithmetic_word_problems(2, system_prompt="Answer with a number.")
+    assert problems[1]["prompt"][0] == {"role": "system", "content": "Answer with a number."}
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"num_problems": 0}, "num_problems must be an integer of at least 1, got 0"),
+        ({"num_problems": -3}, "num_problems must be an integer of at least 1"),
+        ({"num_problems": 2.5}, "num_problems must be an integer of at least 1"),
+        ({"num_problems": 2, "max_operand": 1}, "max_operand must be an integer of at least 2"),
+        ({"num_problems": 2, "steps": 3}, "steps must be 1 or 2, got 3"),
+        ({"num_problems": 2, "steps": 0}, "steps must be 1 or 2"),
+        ({"num_problems": 2, "seed": "0"}, "seed must be an integer"),
+        ({"num_problems": 2, "system_prompt": None}, "system_prompt must be a string"),
+    ],
+)
+def test_arithmetic_word_problems_rejects_bad_arguments(params, message):
+    with pytest.raises(ValueError, match=message):
+        arithmetic_word_problems(**params)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# load_prompts
+# ---------------------------------------------------------------------------------------------------------
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
+    return path
+
+
+MESSAGE_ROWS = [
+    {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2 + 2?"}], "answer": "4"},
+    {"prompt": [{"role": "user", "content": "3 + 3?"}], "answer": "6", "level": 2},
+]
+
+
+def test_load_prompts_jsonl_strings_with_extra_columns(tmp_path):
+    path = write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [{"prompt": "Say hi", "answer": "hi"}, "", {"prompt": "2 + 3?", "answer": "5", "id": 7}],
+    )
+    prompts = load_prompts(path)
+    assert prompts.column_names == ["prompt", "answer", "id"]
+    assert prompts.to_list() == [
+        {"prompt": "Say hi", "answer": "hi", "id": None},
+        {"prompt": "2 + 3?", "answer": "5", "id": 7},
+    ]
+
+
+def test_load_prompts_messages_from_every_format(tmp_path):
+    expected = [
+        {**MESSAGE_ROWS[0], "level": None},
+        MESSAGE_ROWS[1],
+    ]
+    jsonl = write_jsonl(tmp_path / "p.jsonl", MESSAGE_ROWS)
+    array = tmp_path / "p.json"
+    array.write_text(json.dumps(MESSAGE_ROWS))
+    parquet = tmp_path / "p.parquet"
+    datasets.Dataset.from_list(expected).to_parquet(str(parquet))
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_list(expected).save_to_disk(str(saved))
+    for source in (jsonl, array, parquet, saved):
+        assert load_prompts(source).to_list() == expected, source
+
+
+def test_load_prompts_feeds_the_answer_reward(tmp_path):
+    prompts = load_prompts(write_jsonl(tmp_path / "p.jsonl", MESSAGE_ROWS))
+    completions = [[{"role": "assistant", "content": "<answer>4</answer>"}]] * 2
+    assert AnswerReward()(prompts["prompt"], completions, **prompts.remove_columns("prompt").to_dict()) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"prompt": "ok"}, {"question": "no prompt"}], r"p\.jsonl, line 2, field 'prompt': missing field"),
+        ([{"prompt": "ok"}, "", {"prompt": "  "}], r"line 3, field 'prompt': empty or whitespace-only prompt"),
+        ([["not", "an", "object"]], r"line 1: expected a JSON object, got list"),
+        (['{"prompt": "unclosed'], r"line 1: malformed JSON"),
+        ([{"prompt": 5}], r"line 1, field 'prompt': expected a string or a list of messages, got int"),
+        ([{"prompt": [{"content": "hi"}]}], r"line 1, field 'prompt\[0\].role': missing field"),
+        ([{"prompt": []}], r"line 1, field 'prompt': empty message list"),
+        ([{"prompt": [{"role": "user", "content": " "}]}], r"line 1, field 'prompt': empty message list"),
+        (
+            [MESSAGE_ROWS[0], {"prompt": "a string"}],
+            r"line 2, field 'prompt': a string prompt in a file whose earlier prompts are messages",
+        ),
+        ([{"prompt": "a", "answer": 1}, {"prompt": "b", "answer": "x"}], r"field 'answer': the values of this column"),
+        ([""], r"p\.jsonl: contains no rows"),
+    ],
+)
+def test_load_prompts_reports_file_line_and_field(tmp_path, rows, message):
+    path = write_jsonl(tmp_path / "p.jsonl", rows)
+    with pytest.raises(PreferenceDataError, match=message):
+        load_prompts(path)
+
+
+def test_load_prompts_json_array_rows_and_missing_files(tmp_path):
+    array = tmp_path / "p.json"
+    array.write_text(json.dumps([{"prompt": "ok"}, {"prompt": None}]))
+    with pytest.raises(PreferenceDataError, match=r"p\.json, row 2, field 'prompt': expected a string"):
+        load_prompts(array)
+    with pytest.raises(FileNotFoundError, match="prompt file not found"):
+        load_prompts(tmp_path / "missing.jsonl")
+    text = tmp_path / "p.txt"
+    text.write_text("prompt")
+    with pytest.raises(PreferenceDataError, match="unsupported file type '.txt'"):
+        load_prompts(text)
