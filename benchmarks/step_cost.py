@@ -41,6 +41,7 @@ import torch
 import transformers
 from torch import nn
 
+from paretoalign.advantages import decoupled_advantages, gdpo_advantages
 from paretoalign.engine import ObjectiveGradients
 from paretoalign.losses import preference_losses
 from paretoalign.models import apply_lora, load_policy, sequence_logps, smollm2_gguf_path
@@ -193,6 +194,23 @@ def time_mode(variant: Variant, mode: str, batch, objectives: list[int], args) -
     return {"times": times, "peak_mib": peak / 1024, "step_mib": (peak - before) / 1024}
 
 
+def maths_milliseconds(num_objectives: int, calls: int = 200) -> float:
+    """Mean milliseconds of the per-step maths outside the model: the ``raco`` weighting of a K x K Gram matrix and
+    the GDPO and decoupled advantages of 64 completions (16 groups of 4) with K rewards."""
+    generator = torch.Generator().manual_seed(num_objectives)
+    weighting = get_weighting("raco", [1.0 / num_objectives] * num_objectives)
+    factors = torch.randn(calls, num_objectives, 8, generator=generator, dtype=torch.float64)
+    grams = factors @ factors.transpose(1, 2)
+    rewards = torch.rand(calls, 64, num_objectives, generator=generator)
+    weights = [1.0 / num_objectives] * num_objectives
+    started = time.perf_counter()
+    for gram, reward in zip(grams, rewards):
+        weighting(gram)
+        gdpo_advantages(reward, group_size=4, weights=weights)
+        decoupled_advantages(reward, group_size=4)
+    return 1000 * (time.perf_counter() - started) / calls
+
+
 def format_table(variant: Variant, results: dict[str, dict], objectives: list[int]) -> list[str]:
     baseline = results["weighted sum"]["times"][objectives[-1]]
     header = f"    {'mode':<14}" + "".join(f"{f'K={k}':>17}" for k in objectives) + f"{'peak RSS MiB (+step)':>24}"
@@ -280,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     ratio_line = None
+    first_baseline = None
     for variant in [item for item in variants(args.quick) if item.name in args.variants]:
         batch = make_batch(args.pairs, args.length, variant.vocab_size, args.objectives[-1])
         results = {}
@@ -293,6 +312,15 @@ def main(argv: list[str] | None = None) -> int:
         if ratio_line is None and "times" in results.get("fused", {}) and 2 in args.objectives:
             fused, baseline = results["fused"]["times"][2], results["weighted sum"]["times"][args.objectives[-1]]
             ratio_line = f"ratio K=2: {fused / baseline:.2f}"
+        if first_baseline is None:
+            first_baseline = results["weighted sum"]["times"][args.objectives[-1]]
+    maths = {k: maths_milliseconds(k) for k in args.objectives}
+    report.append(
+        "Weighting (raco) + advantage maths (GDPO and decoupled, 64 completions) per step, and its share of the "
+        "first weighted-sum step: "
+        + ", ".join(f"K={k} {ms:.2f} ms ({100 * ms / 1000 / first_baseline:.3f}%)" for k, ms in maths.items())
+        + "."
+    )
     report.append(f"Whole run: {time.perf_counter() - started:.0f} s.")
     print("\n".join(report))
     if args.markdown is not None:
