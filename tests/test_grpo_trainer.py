@@ -1,0 +1,531 @@
+"""Tests for paretoalign.trainers.grpo: parity with TRL's GRPOTrainer, per-reward gradients, faults, the rl command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from conftest import build_tiny_llama, build_tiny_tokenizer
+from paretoalign.advantages import conditional_rewards, decoupled_advantages, gdpo_advantages, grpo_advantages
+from paretoalign.trainers.grpo import (
+    MultiRewardGRPOConfig,
+    MultiRewardGRPOTrainer,
+    NonFiniteTrainingError,
+    RewardFunctionError,
+    apply_conditions,
+    distinct_per_group,
+    resolve_conditions,
+)
+from paretoalign.weighting import get_weighting
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+
+NAN = math.nan
+GROUP = 4
+COMMON = dict(
+    num_generations=GROUP,
+    per_device_train_batch_size=GROUP * 2,
+    max_completion_length=3,
+    use_cpu=True,
+    report_to="none",
+    save_strategy="no",
+    logging_steps=1,
+    seed=0,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tiny_tokenizer()
+
+
+def config_of(tmp_path, config_class=MultiRewardGRPOConfig, **overrides):
+    return config_class(output_dir=str(tmp_path / "run"), **{**COMMON, **overrides})
+
+
+def trainer_of(tokenizer, config, reward_funcs, trainer_class=MultiRewardGRPOTrainer, dataset=None):
+    dataset = dataset if dataset is not None else Dataset.from_dict({"prompt": ["Hello", "The fox"] * 4})
+    return trainer_class(
+        model=build_tiny_llama(len(tokenizer)),
+        reward_funcs=reward_funcs,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+
+
+def table_rewards(table: torch.Tensor):
+    """One reward function per column of `table`: row i of a batch gets table[row_i] (None where NaN)."""
+
+    def reward_for(column):
+        def reward(completions, row, **kwargs):
+            return [None if math.isnan(table[r, column]) else float(table[r, column]) for r in row]
+
+        reward.__name__ = f"reward_{column}"
+        return reward
+
+    return [reward_for(column) for column in range(table.shape[1])]
+
+
+def score(trainer, num_rows):
+    trainer.model.train()
+    return trainer._generate_and_score_completions([{"prompt": "Hello", "row": r} for r in range(num_rows)])
+
+
+# Two groups of four, two rewards; None at (1, 1) and (6, 0).
+REWARDS = torch.tensor(
+    [[1.0, 0.0], [0.0, NAN], [1.0, 1.0], [0.0, 0.5], [0.0, 0.0], [1.0, 0.0], [NAN, 2.0], [1.0, 1.0]]
+)
+
+
+# --- advantages --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])
+def test_weighted_sum_advantages_equal_paretoalign_and_trl(tmp_path, tokenizer, aggregation):
+    weights = [0.25, 0.75]
+    settings = dict(multi_objective_aggregation=aggregation, reward_weights=weights)
+    ours = trainer_of(tokenizer, config_of(tmp_path, **settings), table_rewards(REWARDS))
+    trl = trainer_of(tokenizer, config_of(tmp_path, GRPOConfig, **settings), table_rewards(REWARDS), GRPOTrainer)
+
+    advantages = score(ours, 8)["advantages"]
+    if aggregation == "sum_then_normalize":
+        expected = grpo_advantages(REWARDS, GROUP, weights=weights)
+    else:
+        expected = gdpo_advantages(REWARDS, GROUP, weights=weights)
+    torch.testing.assert_close(advantages, expected, rtol=0, atol=0)
+    torch.testing.assert_close(advantages, score(trl, 8)["advantages"], rtol=0, atol=0)
+    # None -> NaN left out of the statistics, as TRL logs it.
+    for name in ("reward_0", "reward_1"):
+        assert ours._metrics["train"][f"rewards/{name}/mean"] == trl._metrics["train"][f"rewards/{name}/mean"]
+    assert ours._metrics["train"]["rewards/reward_1/mean"][-1] == pytest.approx((0 + 1 + 0.5 + 0 + 0 + 2 + 1) / 7)
+    logged = ours._metrics["train"]
+    assert logged["advantages/distinct_per_group"] == [distinct_per_group(expected, GROUP)]
+    assert logged["advantages/abs_max"] == [pytest.approx(float(expected.abs().max()))]
+    assert logged["rewards/distinct_per_group"] == [4.0]
+
+
+def test_per_reward_weighting_gives_decoupled_advantages(tmp_path, tokenizer):
+    config = config_of(tmp_path, weighting="raco", reward_weights=[0.5, 0.5])
+    output = score(trainer_of(tokenizer, config, table_rewards(REWARDS)), 8)
+    torch.testing.assert_close(output["reward_advantages"], decoupled_advantages(REWARDS, GROUP), rtol=0, atol=0)
+
+
+def test_distinct_per_group_shows_the_gdpo_collapse():
+    # Liu et al. 2026, Sec. 3: two binary rewards, groups of two, all 16 ways to score a group.
+    scores = [(a, b) for a in (0.0, 1.0) for b in (0.0, 1.0)]
+    rewards = torch.tensor([[first, second] for first in scores for second in scores]).reshape(32, 2)
+    grpo, gdpo = grpo_advantages(rewards, 2), gdpo_advantages(rewards, 2)
+    assert distinct_per_group(grpo, 32) == 3  # 0 and +-0.7071, whatever the totals
+    assert distinct_per_group(gdpo, 32) == 5  # 0, +-0.98, +-1.97: one or both rewards differ
+    # Within a group: 6 constant groups (1 value), 10 others (2 values).
+    assert distinct_per_group(grpo, 2) == distinct_per_group(gdpo, 2) == (6 * 1 + 10 * 2) / 16
+    assert distinct_per_group(rewards, 2) == (4 * 1 + 12 * 2) / 16
+
+
+# --- conditional rewards -----------------------------------------------------------------------------------------
+
+
+def test_conditional_rewards_on_hand_made_matrices():
+    names = ["answer", "length", "format"]
+    rewards = torch.tensor(
+        [
+            [1.0, 0.7, 1.0],  # correct and formatted: length counts
+            [0.0, 0.9, 1.0],  # wrong: length -> 0
+            [1.0, 0.4, 0.0],  # correct, unformatted: length -> 0 (second condition)
+            [NAN, 0.5, 1.0],  # answer unscored: condition not reached
+            [1.0, NAN, 1.0],  # length unscored stays unscored
+        ]
+    )
+    specs = [
+        {"reward": "length", "condition": "answer", "threshold": 1.0},
+        {"reward": 1, "condition": 2, "threshold": 0.5},
+    ]
+    conditions = resolve_conditions(specs, names)
+    conditioned = apply_conditions(rewards, conditions)
+    expected = rewards.clone()
+    expected[:, 1] = torch.tensor([0.7, 0.0, 0.0, 0.0, NAN])
+    torch.testing.assert_close(conditioned, expected, rtol=0, atol=0, equal_nan=True)
+    # A single condition is exactly paretoalign.advantages.conditional_rewards.
+    torch.testing.assert_close(
+        apply_conditions(rewards, conditions[:1]), conditional_rewards(rewards, 0, 1.0, [1]), equal_nan=True
+    )
+    with pytest.raises(ValueError, match=r"conditional_rewards\[0\].reward: unknown reward 'size'"):
+        resolve_conditions([{"reward": "size", "condition": "answer", "threshold": 1}], names)
+    with pytest.raises(ValueError, match="cannot be its own condition"):
+        resolve_conditions([{"reward": 0, "condition": "answer", "threshold": 1}], names)
+
+
+def test_trainer_applies_conditional_rewards_before_the_advantages(tmp_path, tokenizer):
+    config = config_of(tmp_path, conditional_rewards=["reward=reward_1,condition=reward_0,threshold=1"])
+    advantages = score(trainer_of(tokenizer, config, table_rewards(REWARDS)), 8)["advantages"]
+    conditioned = REWARDS.clone()
+    conditioned[:, 1] = torch.tensor([0.0, NAN, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    torch.testing.assert_close(advantages, grpo_advantages(conditioned, GROUP), rtol=0, atol=0)
+
+
+# --- losses and gradients ----------------------------------------------------------------------------------------
+
+
+def hand_inputs(vocab_size: int, columns: torch.Tensor, seed: int = 0, with_reference: bool = True) -> dict:
+    """A micro-batch as TRL's _prepare_inputs returns it, with per-reward advantage columns."""
+    generator = torch.Generator().manual_seed(seed)
+    batch = columns.shape[0]
+    completion_mask = torch.ones(batch, 5, dtype=torch.long)
+    completion_mask[1, 3:] = 0
+    completion_mask[4, 2:] = 0
+    inputs = {
+        "prompt_ids": torch.randint(3, vocab_size, (batch, 4), generator=generator),
+        "prompt_mask": torch.ones(batch, 4, dtype=torch.long),
+        "completion_ids": torch.randint(3, vocab_size, (batch, 5), generator=generator),
+        "completion_mask": completion_mask,
+        "advantages": columns[:, 0].clone(),
+        "reward_advantages": columns,
+        "num_items_in_batch": completion_mask.sum(),
+    }
+    if with_reference:
+        inputs["ref_per_token_logps"] = -5.0 - torch.rand(batch, 5, generator=generator)
+    return inputs
+
+
+def trl_gradient(trainer, inputs, advantages):
+    """The gradient TRL's own loss gives for these inputs with `advantages` substituted."""
+    trainer.model.train()
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, {**inputs, "advantages": advantages})
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    return loss.detach(), [g.detach() for g in torch.autograd.grad(loss, params)]
+
+
+def our_step(trainer, inputs):
+    """One training_step of our trainer on a fixed micro-batch (no sampling); returns the .grad it leaves."""
+    trainer._prepare_inputs = lambda batch: batch
+    trainer.model.zero_grad()
+    trainer.training_step(trainer.model, inputs)
+    return [p.grad.detach().clone() for p in trainer.model.parameters() if p.requires_grad]
+
+
+def prepared(trainer, beta: float = 0.04):
+    """Ready for compute_loss outside train(); the KL term uses the inputs' reference log-probabilities (a random
+    model has no path TRL could load a reference model from, so beta is set after construction)."""
+    trainer.current_gradient_accumulation_steps = 1
+    trainer.beta = beta
+    return trainer
+
+
+COLUMNS = torch.tensor(
+    [[1.2, -0.9], [-0.4, 1.1], [0.8, 0.3], [-1.6, -0.5], [0.0, 1.4], [1.0, -1.2], [-0.3, 0.2], [-0.7, -0.4]]
+)
+
+
+def test_weighted_sum_loss_and_gradients_equal_trl(tmp_path, tokenizer):
+    settings = dict(loss_type="grpo", reward_weights=[1.0])
+    ours = prepared(trainer_of(tokenizer, config_of(tmp_path, **settings), table_rewards(REWARDS[:, :1])))
+    trl = prepared(
+        trainer_of(tokenizer, config_of(tmp_path, GRPOConfig, **settings), table_rewards(REWARDS[:, :1]), GRPOTrainer)
+    )
+    inputs = hand_inputs(len(tokenizer), COLUMNS)
+    our_loss, our_gradient = trl_gradient(ours, inputs, inputs["advantages"])
+    trl_loss, expected = trl_gradient(trl, inputs, inputs["advantages"])
+    assert our_loss == trl_loss
+    assert our_loss.abs() > 1e-3
+    for ours_g, trl_g in zip(our_gradient, expected):
+        torch.testing.assert_close(ours_g, trl_g, rtol=0, atol=0)
+
+
+def test_per_reward_losses_are_trl_losses_with_one_advantage_column(tmp_path, tokenizer):
+    config = config_of(tmp_path, weighting="raco", reward_weights=[0.3, 0.7])
+    ours = prepared(trainer_of(tokenizer, config, table_rewards(REWARDS)))
+    reference = prepared(trainer_of(tokenizer, config_of(tmp_path, GRPOConfig), table_rewards(REWARDS), GRPOTrainer))
+    inputs = hand_inputs(len(tokenizer), COLUMNS)
+    ours.model.train()
+    losses = ours.per_reward_losses(ours.model, inputs)
+    expected = torch.stack([trl_gradient(reference, inputs, COLUMNS[:, k])[0] for k in range(2)])
+    torch.testing.assert_close(losses.detach(), expected, rtol=0, atol=1e-7)
+    assert (losses[0] - losses[1]).abs() > 1e-3
+    # KL and entropy are recorded once per step, not once per reward.
+    assert len(ours._metrics["train"]["kl"]) == 1
+
+
+def test_two_rewards_combined_gradient_is_alpha_weighted_sum(tmp_path, tokenizer):
+    weights = [0.3, 0.7]
+    config = config_of(tmp_path, weighting="raco", reward_weights=weights, weighting_params={"c": 0.4})
+    ours = prepared(trainer_of(tokenizer, config, table_rewards(REWARDS)))
+    reference = prepared(trainer_of(tokenizer, config_of(tmp_path, GRPOConfig), table_rewards(REWARDS), GRPOTrainer))
+    inputs = hand_inputs(len(tokenizer), COLUMNS)
+
+    gradients = [trl_gradient(reference, inputs, COLUMNS[:, k])[1] for k in range(2)]
+    flat = torch.stack([torch.cat([g.flatten() for g in gradient]) for gradient in gradients]).double()
+    gram = flat @ flat.T
+    alpha = get_weighting("raco", weights, c=0.4)(gram)
+    assert gram[0, 1] < 0  # the rewards conflict, so the correction is active
+    assert (alpha - torch.tensor(weights, dtype=torch.float64)).abs().max() > 0.05
+
+    combined = our_step(ours, inputs)
+    for index, grad in enumerate(combined):
+        expected = float(alpha[0]) * gradients[0][index] + float(alpha[1]) * gradients[1][index]
+        torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-7)
+    logged = ours._metrics["train"]
+    assert logged["alpha/reward_0"] == [pytest.approx(float(alpha[0]), rel=1e-6)]
+    assert logged["alpha/reward_1"] == [pytest.approx(float(alpha[1]), rel=1e-6)]
+    cosine = gram[0, 1] / (gram[0, 0] * gram[1, 1]).sqrt()
+    assert logged["cosine/reward_0__reward_1"] == [pytest.approx(float(cosine), rel=1e-5)]
+    assert logged["grad_norm/reward_1"] == [pytest.approx(float(gram[1, 1].sqrt()), rel=1e-5)]
+
+
+@pytest.mark.parametrize(("c", "expected_alpha"), [(0.0, 1.0), (0.4, 1.4)])
+def test_one_reward_raco_gradient_is_grpo_gradient_times_alpha(tmp_path, tokenizer, c, expected_alpha):
+    config = config_of(tmp_path, weighting="raco", reward_weights=[1.0], weighting_params={"c": c})
+    ours = prepared(trainer_of(tokenizer, config, table_rewards(REWARDS[:, :1])))
+    grpo = prepared(
+        trainer_of(tokenizer, config_of(tmp_path, GRPOConfig), table_rewards(REWARDS[:, :1]), GRPOTrainer)
+    )
+    inputs = hand_inputs(len(tokenizer), COLUMNS[:, :1])
+    _, expected = trl_gradient(grpo, inputs, inputs["advantages"])
+    combined = our_step(ours, inputs)
+    assert ours._metrics["train"]["alpha/reward_0"] == [pytest.approx(expected_alpha)]
+    for grad, grpo_grad in zip(combined, expected):
+        if c == 0.0:
+            torch.testing.assert_close(grad, grpo_grad, rtol=0, atol=0)
+        else:
+            torch.testing.assert_close(grad, expected_alpha * grpo_grad, rtol=1e-6, atol=1e-8)
+
+
+def length_reward(completions, **kwargs):
+    return [float(len(completion)) for completion in completions]
+
+
+def test_one_reward_raco_training_equals_grpo_training(tmp_path, tokenizer):
+    """Sampling, advantages, loss and optimizer end to end: two steps give identical parameters."""
+    settings = dict(max_steps=2, learning_rate=0.05, loss_type="grpo")
+    ours = trainer_of(
+        tokenizer,
+        config_of(tmp_path, weighting="raco", reward_weights=[1.0], weighting_params={"c": 0.0}, **settings),
+        [length_reward],
+    )
+    ours.train()
+    grpo = trainer_of(tokenizer, config_of(tmp_path, GRPOConfig, **settings), [length_reward], GRPOTrainer)
+    grpo.train()
+    initial = build_tiny_llama(len(tokenizer))
+    moved = 0.0
+    for (name, trained), grpo_param, start in zip(
+        ours.model.named_parameters(), grpo.model.parameters(), initial.parameters()
+    ):
+        torch.testing.assert_close(trained, grpo_param, rtol=0, atol=1e-6, msg=name)
+        moved = max(moved, float((trained - start).abs().max()))
+    assert moved > 1e-3
+    assert ours.state.log_history[0]["alpha/length_reward"] == 1.0
+
+
+# --- faults ------------------------------------------------------------------------------------------------------
+
+
+def test_reward_function_that_raises_is_named(tmp_path, tokenizer):
+    def broken_reward(completions, **kwargs):
+        return [1.0 / 0 for _ in completions]
+
+    trainer = trainer_of(tokenizer, config_of(tmp_path), [table_rewards(REWARDS)[0], broken_reward])
+    with pytest.raises(RewardFunctionError, match="reward function 'broken_reward' raised ZeroDivisionError"):
+        score(trainer, 8)
+
+
+def test_reward_function_with_wrong_length_is_named(tmp_path, tokenizer):
+    def short_reward(completions, **kwargs):
+        return [1.0] * (len(completions) - 1)
+
+    trainer = trainer_of(tokenizer, config_of(tmp_path), [short_reward])
+    message = r"'short_reward' returned 7 rewards for 8 completions \(expected 8, got 7\)"
+    with pytest.raises(RewardFunctionError, match=message):
+        score(trainer, 8)
+
+
+def test_reward_function_with_non_numeric_value_is_named(tmp_path, tokenizer):
+    def text_reward(completions, **kwargs):
+        return ["good"] * len(completions)
+
+    trainer = trainer_of(tokenizer, config_of(tmp_path), [text_reward])
+    with pytest.raises(RewardFunctionError, match="'text_reward' returned 'good' \\(str\\) for completion 0"):
+        score(trainer, 8)
+
+
+@pytest.mark.parametrize("weighting", ["weighted_sum", "raco"])
+def test_reward_that_never_scores_skips_steps_then_stops(tmp_path, tokenizer, caplog, weighting):
+    def never_scores(completions, **kwargs):
+        return [None] * len(completions)
+
+    config = config_of(
+        tmp_path, weighting=weighting, reward_weights=[0.5, 0.5], max_steps=6, max_consecutive_skipped_steps=3,
+        learning_rate=0.05,
+    )
+    trainer = trainer_of(tokenizer, config, [length_reward, never_scores])
+    initial = [p.detach().clone() for p in trainer.model.parameters()]
+    with caplog.at_level(logging.WARNING, logger="paretoalign.trainers.grpo"):
+        message = r"3 consecutive steps were skipped \(last at step 3: reward 'never_scores' scored none"
+        with pytest.raises(NonFiniteTrainingError, match=message):
+            trainer.train()
+    assert trainer.total_skipped_steps == 3
+    skipped = [record.getMessage() for record in caplog.records if "skipped" in record.getMessage()]
+    assert skipped[0].startswith("step 1 skipped: reward 'never_scores' scored none of the 8 completions")
+    for param, start in zip(trainer.model.parameters(), initial):
+        torch.testing.assert_close(param.detach(), start, rtol=0, atol=0)
+
+
+def test_skips_reset_after_a_good_step(tmp_path, tokenizer):
+    calls = {"count": 0}
+
+    def sometimes_infinite(completions, **kwargs):
+        calls["count"] += 1
+        return [math.inf if calls["count"] % 2 else 1.0 for _ in completions]
+
+    config = config_of(tmp_path, max_steps=4, max_consecutive_skipped_steps=2)
+    trainer = trainer_of(tokenizer, config, [length_reward, sometimes_infinite])
+    trainer.train()
+    assert trainer.total_skipped_steps == 2
+    assert [entry["skipped_steps"] for entry in trainer.state.log_history if "skipped_steps" in entry] == [1, 0, 1, 0]
+
+
+# --- configuration -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(weighting="raco", reward_weights=[0.7, 0.7]), "reward_weights must be on the simplex"),
+        (dict(weighting="mgda", reward_weights=[-0.5, 1.5]), "reward_weights must be on the simplex"),
+        (dict(weighting="sharpness"), "weighting must be one of"),
+        (dict(multi_objective_aggregation="mean"), "multi_objective_aggregation must be one of"),
+        (dict(weighting="raco", rewards=["a", "b"], weighting_params={"c": -1}), "weighting_params .* 'raco'"),
+        (dict(rewards=[{"name": "a", "function": "m:f"}]), r"rewards\[0\]: give exactly one of"),
+        (dict(rewards=["a"], reward_weights=[0.5, 0.5]), "2 values for 1 rewards"),
+        (dict(conditional_rewards=[{"reward": 1, "condition": 0}]), r"conditional_rewards\[0\]: expected exactly"),
+        (dict(max_consecutive_skipped_steps=0), "max_consecutive_skipped_steps"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        config_of(tmp_path, **overrides)
+
+
+def test_weighted_sum_keeps_trl_reward_weight_semantics(tmp_path):
+    assert config_of(tmp_path, reward_weights=[2.0, -1.0]).reward_weights == [2.0, -1.0]
+    assert config_of(tmp_path, weighting="upgrad").validated_reward_weights(4) == [0.25] * 4
+
+
+# --- the rl command ----------------------------------------------------------------------------------------------
+
+
+REWARD_MODULE = '''
+def exact_answer(completions, answer, **kwargs):
+    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+    return [1.0 if a in t else 0.0 for t, a in zip(texts, answer)]
+
+
+def short(completions, limit=10, **kwargs):
+    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+    return [max(0.0, 1.0 - len(t) / limit) for t in texts]
+'''
+
+
+def write_rl_config(tmp_path, tiny_model_dir, **extra) -> str:
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [
+        {"prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}], "answer": str(2 * i)} for i in range(12)
+    ]
+    prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "rl_test_rewards.py").write_text(REWARD_MODULE)
+    values = {
+        "model": str(tiny_model_dir),
+        "prompts": "prompts.jsonl",
+        "num_problems": 8,
+        "num_eval_prompts": 4,
+        "rewards": [{"function": "rl_test_rewards:exact_answer"}, {"function": "rl_test_rewards:short", "limit": 12}],
+        "reward_weights": [0.5, 0.5],
+        "weighting": "raco",
+        "num_generations": 2,
+        "per_device_train_batch_size": 4,
+        "max_completion_length": 4,
+        "max_steps": 2,
+        "learning_rate": 0.01,
+        "use_lora": True,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "output_dir": str(tmp_path / "run"),
+        **extra,
+    }
+    import yaml
+
+    path = tmp_path / "rl.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_rl_command_end_to_end(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    from paretoalign.cli import main
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = write_rl_config(tmp_path, tiny_model_dir)
+    assert main(["rl", "--config", config, "--multi_objective_aggregation", "normalize_then_sum"]) == 0
+    run = tmp_path / "run"
+    assert (run / "model" / "adapter_config.json").is_file()
+    assert (run / "model" / "tokenizer_config.json").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["rewards"] == ["exact_answer", "short"]
+    assert metrics["multi_objective_aggregation"] == "normalize_then_sum"
+    assert metrics["train"]["steps"] == 2
+    assert metrics["train"]["skipped_steps"] == 0
+    assert 1.0 <= metrics["train"]["advantages/distinct_per_group"] <= 2.0
+    for phase in ("before", "after"):
+        assert metrics[phase]["short"]["scored"] == 1.0
+        assert 0.0 <= metrics[phase]["short"]["mean"] <= 1.0
+    assert "held-out mean reward" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--reward_weights", "0.9", "0.9"], "reward_weights must be on the simplex"),
+        (["--weighting", "sharpness"], "weighting must be one of"),
+        (["--rewards", "answer", "no_such_reward"], r"rewards\[1\]: cannot build reward 'no_such_reward'"),
+    ],
+)
+def test_rl_command_bad_config_exits_2(tmp_path, tiny_model_dir, capsys, override, message):
+    from paretoalign.cli import main
+
+    config = write_rl_config(tmp_path, tiny_model_dir)
+    assert main(["rl", "--config", config, *override]) == 2
+    output = " ".join(capsys.readouterr().out.split())
+    assert "error:" in output
+    assert re.search(message, output)
+
+
+def test_rl_command_unknown_reward_function_exits_2(tmp_path, tiny_model_dir, capsys):
+    from paretoalign.cli import main
+
+    config = write_rl_config(
+        tmp_path, tiny_model_dir, rewards=[{"function": "rl_test_rewards_missing:score"}], reward_weights=[1.0]
+    )
+    assert main(["rl", "--config", config]) == 2
+    output = " ".join(capsys.readouterr().out.split())
+    assert "rewards[0]: cannot import 'rl_test_rewards_missing:score'" in output
+
+
+def test_yaml_paths_are_relative_to_the_config_file(tmp_path, tiny_model_dir):
+    from paretoalign.trainers.grpo import load_rl_config
+
+    config = load_rl_config(write_rl_config(tmp_path, tiny_model_dir), [])
+    assert config.prompts == str(tmp_path / "prompts.jsonl")
+    assert config.rewards[1] == {"function": "rl_test_rewards:short", "limit": 12}
+    assert config.model == str(tiny_model_dir)
