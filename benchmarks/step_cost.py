@@ -211,6 +211,29 @@ def maths_milliseconds(num_objectives: int, calls: int = 200) -> float:
     return 1000 * (time.perf_counter() - started) / calls
 
 
+def profile_steps(variant: Variant, batch, num_objectives: int, top: int) -> list[str]:
+    """The ops that take the most self CPU time in one weighted-sum step and one fused RACO step at K objectives."""
+    from torch.profiler import ProfilerActivity, profile
+
+    lines = [f"Profile, {variant.description}, K={num_objectives} (self CPU seconds of the top {top} ops):", ""]
+    for mode in ("weighted sum", "fused"):
+        model = variant.build()
+        model.train()
+        engine = None
+        if mode == "fused":
+            weighting = get_weighting("raco", [1.0 / num_objectives] * num_objectives)
+            engine = ObjectiveGradients(model, weighting, mode="fused")
+        one_step(model, engine, batch, num_objectives)
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            seconds = one_step(model, engine, batch, num_objectives)
+        events = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)[:top]
+        lines.append(f"    {mode} ({seconds:.2f}s with the profiler on):")
+        lines += [f"      {event.key[:58]:<60}{event.self_cpu_time_total / 1e6:8.2f}s  x{event.count}" for event in events]
+        del model, engine
+        gc.collect()
+    return lines + [""]
+
+
 def format_table(variant: Variant, results: dict[str, dict], objectives: list[int]) -> list[str]:
     baseline = results["weighted sum"]["times"][objectives[-1]]
     header = f"    {'mode':<14}" + "".join(f"{f'K={k}':>17}" for k in objectives) + f"{'peak RSS MiB (+step)':>24}"
@@ -272,6 +295,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's default; 1 with --quick, where the tiny model's "
                         "operations are too small to share)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile one weighted-sum and one fused step at the largest K: the top N ops")
     parser.add_argument("--markdown", type=Path, default=None, help="append the report to this file under '## Step cost'")
     args = parser.parse_args(argv)
     args.pairs = args.pairs or (8 if args.quick else 2)
@@ -309,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"  {variant.name} {mode}: {progress}", file=sys.stderr, flush=True)
         report += format_table(variant, results, args.objectives) + [""]
+        if args.profile:
+            report += profile_steps(variant, batch, args.objectives[-1], args.profile)
         if ratio_line is None and "times" in results.get("fused", {}) and 2 in args.objectives:
             fused, baseline = results["fused"]["times"][2], results["weighted sum"]["times"][args.objectives[-1]]
             ratio_line = f"ratio K=2: {fused / baseline:.2f}"
