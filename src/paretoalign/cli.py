@@ -1,4 +1,4 @@
-"""``paretoalign <command>``: train, demo, eval, sweep, synthetic.
+"""``paretoalign <command>``: train, demo, rl, transfer, eval, sweep, synthetic.
 
 Every command that trains takes ``--config FILE.yaml`` and any config field as ``--field value``, which overrides
 the file; ``paretoalign train --help`` lists every field with its help text.
@@ -64,6 +64,27 @@ def _train(config_file: str | None, overrides: list[str], console: Console) -> i
     return 0
 
 
+def _transfer(config_file: str | None, overrides: list[str], console: Console) -> int:
+    from paretoalign.trainers.transfer import OracleInterrupted, parse_transfer_config, run_transfer
+
+    config = parse_transfer_config(config_file, overrides)
+    try:
+        result = run_transfer(config)
+    except OracleInterrupted as stop:
+        console.print(f"[bold yellow]stopped:[/bold yellow] {stop}")
+        return 1
+    table = Table(title=f"transfer: {result['labels_spent']} of {result['label_budget']} labels spent")
+    for column in ("iteration", "labels", "pairs", "source", "est. win rate", "win rate vs initial"):
+        table.add_column(column, justify="right")
+    for row in result["history"]:
+        win, evaluation = row["selected_win_rate"], row.get("eval_win_rate_vs_initial")
+        table.add_row(str(row["iteration"]), str(row["labels_spent"]), str(row["pairs"]), row["selected_source"],
+                      "-" if win is None else f"{win:.3f}", "-" if evaluation is None else f"{evaluation:.3f}")
+    console.print(table)
+    console.print(f"[bold]run written to[/bold] {Path(config.output_dir).resolve()}")
+    return 0
+
+
 def _evaluate(args, overrides: list[str], console: Console) -> int:
     from paretoalign.config import ParetoPreferenceConfig, parse_config
     from paretoalign.evaluation import evaluate_trained
@@ -81,6 +102,34 @@ def _evaluate(args, overrides: list[str], console: Console) -> int:
     output = Path(args.output) if args.output else Path(args.model).resolve().parent / "eval.json"
     write_json_atomic(output, {"model": str(args.model), "metrics": report})
     console.print(f"[bold]written[/bold] {output}")
+    return 0
+
+
+def _rl(config_file: str | None, overrides: list[str], console: Console) -> int:
+    from paretoalign.trainers.grpo import NonFiniteTrainingError, load_rl_config, run_rl_training
+
+    config = load_rl_config(config_file, overrides)
+    try:
+        metrics = run_rl_training(config)
+    except NonFiniteTrainingError as stop:
+        console.print(f"[bold red]stopped:[/bold red] {stop}")
+        return 1
+    if "before" in metrics and "after" in metrics:
+        sampling = "sampled" if config.eval_do_sample else "greedy"
+        table = Table(title=f"held-out mean reward per reward function ({sampling} completions)")
+        for column in ("reward", "weight", "before", "after", "scored after"):
+            table.add_column(column, justify="left" if column == "reward" else "right")
+        for name, weight in zip(metrics["rewards"], metrics["reward_weights"]):
+            before, after = metrics["before"][name], metrics["after"][name]
+            table.add_row(name, f"{weight:.2f}", f"{before['mean']:.3f}", f"{after['mean']:.3f}", f"{after['scored']:.2f}")
+        console.print(table)
+    train = metrics["train"]
+    console.print(
+        f"{train['steps']} steps, {train['skipped_steps']} skipped; distinct advantages per group "
+        f"{train.get('advantages/distinct_per_group', float('nan')):.2f} "
+        f"(rewards: {train.get('rewards/distinct_per_group', float('nan')):.2f})"
+    )
+    console.print(f"[bold]run written to[/bold] {Path(config.output_dir).resolve()}")
     return 0
 
 
@@ -115,6 +164,21 @@ def _sweep(args, overrides: list[str], console: Console) -> int:
     return 0
 
 
+def _config_class(command: str) -> type:
+    """The config dataclass whose fields a training command accepts as ``--field value``."""
+    if command == "rl":
+        from paretoalign.trainers.grpo import MultiRewardGRPOConfig
+
+        return MultiRewardGRPOConfig
+    if command == "transfer":
+        from paretoalign.trainers.transfer import TransferConfig
+
+        return TransferConfig
+    from paretoalign.config import ParetoPreferenceConfig
+
+    return ParetoPreferenceConfig
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paretoalign",
@@ -135,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     demo.add_argument("--config", default=str(DEMO_CONFIG), help=argparse.SUPPRESS)
+    rl = commands.add_parser(
+        "rl",
+        help="online multi-reward RL: GRPO, GDPO or per-reward gradients combined by a weighting",
+        add_help=False,
+        description="Sample completions, score them with K reward functions, train with GRPO / GDPO advantages.",
+    )
+    rl.add_argument("--config", help="YAML config file; --field value pairs override it")
     evaluate = commands.add_parser(
         "eval", help="held-out per-objective accuracy, margin and loss of a trained model",
         description="Evaluate a trained model (a run's model/ folder) on the config's eval_data; writes eval.json.",
@@ -152,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--metric", default="accuracy", choices=["accuracy", "margin", "loss"],
                        help="held-out metric per objective that spans the front")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan and what is already done")
+    transfer = commands.add_parser(
+        "transfer",
+        help="online DPO/IPO under a label budget, borrowing responses from imperfect reward models (TPO)",
+        add_help=False,
+        description="Online preference learning from a trusted oracle, with UCB-selected imperfect reward models.",
+    )
+    transfer.add_argument("--config", help="YAML config file; --field value pairs override it")
     commands.add_parser(
         "synthetic", add_help=False,
         help="tabular DPO benchmark with an exact Pareto front: every weighting, RACO's clip (--help for options)",
@@ -171,19 +249,21 @@ def main(argv: list[str] | None = None) -> int:
         from paretoalign.synthetic import main as synthetic_main
 
         return synthetic_main(rest)
-    if args.command in ("train", "demo") and any(flag in rest for flag in ("-h", "--help")):
+    if args.command in ("train", "demo", "rl", "transfer") and any(flag in rest for flag in ("-h", "--help")):
         from transformers import HfArgumentParser
 
-        from paretoalign.config import ParetoPreferenceConfig
-
-        HfArgumentParser(ParetoPreferenceConfig, prog=f"paretoalign {args.command}").print_help()
+        HfArgumentParser(_config_class(args.command), prog=f"paretoalign {args.command}").print_help()
         return 0
     _configure_logging(args.verbose)
     try:
+        if args.command == "rl":
+            return _rl(args.config, rest, console)
         if args.command == "eval":
             return _evaluate(args, rest, console)
         if args.command == "sweep":
             return _sweep(args, rest, console)
+        if args.command == "transfer":
+            return _transfer(args.config, rest, console)
         return _train(args.config, rest, console)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
         console.print(f"[bold red]error:[/bold red] {error}")

@@ -230,7 +230,10 @@ def parse_config(config_class: type, config_file: str | Path | None, argv: list[
         known = {f.name for f in fields(config_class)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{config_file}: unknown config field(s) {unknown}; see `paretoalign train --help`.")
+            raise ValueError(
+                f"{config_file}: unknown config field(s) {unknown} for {config_class.__name__}; `--help` after the "
+                "command lists the valid fields."
+            )
         base = Path(config_file).resolve().parent
         for key in ("train_data", "eval_data"):
             if key in values:
