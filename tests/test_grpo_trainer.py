@@ -37,6 +37,7 @@ COMMON = dict(
     per_device_train_batch_size=GROUP * 2,
     max_completion_length=3,
     use_cpu=True,
+    bf16=False,
     report_to="none",
     save_strategy="no",
     logging_steps=1,
@@ -51,6 +52,13 @@ def tokenizer():
 
 def config_of(tmp_path, config_class=MultiRewardGRPOConfig, **overrides):
     return config_class(output_dir=str(tmp_path / "run"), **{**COMMON, **overrides})
+
+
+def test_bf16_is_off_on_cpu_unless_asked_for(tmp_path):
+    # TRL's GRPOConfig turns bf16 autocast on everywhere; on CPU it only adds rounding, so it is off by default.
+    assert GRPOConfig(output_dir=str(tmp_path), use_cpu=True).bf16 is True
+    assert MultiRewardGRPOConfig(output_dir=str(tmp_path), use_cpu=True).bf16 is False
+    assert MultiRewardGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=True).bf16 is True
 
 
 def trainer_of(tokenizer, config, reward_funcs, trainer_class=MultiRewardGRPOTrainer, dataset=None):

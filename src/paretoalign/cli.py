@@ -85,6 +85,27 @@ def _transfer(config_file: str | None, overrides: list[str], console: Console) -
     return 0
 
 
+def print_generation_scores(generation: dict, console: Console) -> None:
+    """A table of each reward's mean and share scored on the trained and the reference policy's completions, with
+    the judge's win rate of the trained policy against the reference below it."""
+    table = Table(title=f"generation scores on {generation['prompts']} held-out prompts "
+                        f"({generation['decoding']}, at most {generation['max_new_tokens']} new tokens)")
+    for column in ("reward", "trained mean", "reference mean", "difference", "scored (trained)", "scored (reference)"):
+        table.add_column(column, justify="left" if column == "reward" else "right")
+    for name, values in generation["rewards"].items():
+        trained, reference = values["trained"], values["reference"]
+        table.add_row(name, f"{trained['mean']:.4f}", f"{reference['mean']:.4f}",
+                      f"{trained['mean'] - reference['mean']:+.4f}", f"{trained['scored']:.2f}",
+                      f"{reference['scored']:.2f}")
+    judged = generation.get("win_rate_vs_reference")
+    if judged is not None:
+        rate = "-" if judged["win_rate"] is None else f"{judged['win_rate']:.3f}"
+        table.caption = (f"win rate vs reference under judge {judged['judge']!r}: {rate} over {judged['prompts']} "
+                         f"prompts ({judged['wins']} won, {judged['ties']} tied, {judged['losses']} lost; "
+                         "a tie counts 1/2)")
+    console.print(table)
+
+
 def _evaluate(args, overrides: list[str], console: Console) -> int:
     from paretoalign.config import ParetoPreferenceConfig, parse_config
     from paretoalign.evaluation import evaluate_trained
@@ -92,15 +113,18 @@ def _evaluate(args, overrides: list[str], console: Console) -> int:
 
     config = parse_config(ParetoPreferenceConfig, args.config, overrides)
     report = evaluate_trained(args.model, config)
-    table = Table(title=f"held-out preference metrics of {args.model}")
-    for column in ("objective", "pairs", "accuracy", "margin", "loss"):
-        table.add_column(column, justify="left" if column == "objective" else "right")
-    for name, values in report.items():
-        table.add_row(name, str(values["pairs"]), f"{values['accuracy']:.3f}", f"{values['margin']:+.4f}",
-                      f"{values['loss']:.4f}")
-    console.print(table)
+    if report["metrics"]:
+        table = Table(title=f"held-out preference metrics of {args.model}")
+        for column in ("objective", "pairs", "accuracy", "margin", "loss"):
+            table.add_column(column, justify="left" if column == "objective" else "right")
+        for name, values in report["metrics"].items():
+            table.add_row(name, str(values["pairs"]), f"{values['accuracy']:.3f}", f"{values['margin']:+.4f}",
+                          f"{values['loss']:.4f}")
+        console.print(table)
+    if "generation" in report:
+        print_generation_scores(report["generation"], console)
     output = Path(args.output) if args.output else Path(args.model).resolve().parent / "eval.json"
-    write_json_atomic(output, {"model": str(args.model), "metrics": report})
+    write_json_atomic(output, {"model": str(args.model), **report})
     console.print(f"[bold]written[/bold] {output}")
     return 0
 
@@ -207,8 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rl.add_argument("--config", help="YAML config file; --field value pairs override it")
     evaluate = commands.add_parser(
-        "eval", help="held-out per-objective accuracy, margin and loss of a trained model",
-        description="Evaluate a trained model (a run's model/ folder) on the config's eval_data; writes eval.json.",
+        "eval", help="held-out per-objective accuracy, margin and loss of a trained model (and generation scores)",
+        description="Evaluate a trained model (a run's model/ folder) on the config's eval_data, and with eval_rewards "
+                    "or eval_judge its greedy completions against the reference policy's; writes eval.json. Any "
+                    "config field may follow as --field value.",
     )
     evaluate.add_argument("--model", required=True, help="the model/ folder a run wrote (adapter or full weights)")
     evaluate.add_argument("--config", required=True, help="YAML config giving eval_data (and the base model)")

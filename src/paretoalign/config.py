@@ -103,6 +103,31 @@ class ParetoPreferenceConfig(TrainingArguments):
         default=None, metadata=_help("Use only the first N training pairs after shuffling with the seed.")
     )
     max_eval_pairs: int | None = field(default=None, metadata=_help("Use only the first N held-out pairs."))
+    eval_prompts: str | None = field(
+        default=None,
+        metadata=_help(
+            "`paretoalign eval` generation scores: held-out prompts, builtin:NAME, a .txt file (one a line) or a "
+            "JSONL/JSON/Parquet file with a 'prompt' column (other columns go to the reward functions). Default: the "
+            "distinct prompts of eval_data's pairs."
+        ),
+    )
+    max_eval_prompts: int = field(default=16, metadata=_help("Generation scores: use only the first N prompts."))
+    eval_rewards: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "Generation scores: reward functions applied to greedy completions of the trained and the reference "
+            "policy, with the rl config's syntax: in YAML {name: length, target: 40} or {function: 'module:callable', "
+            "...}, optional label; on the command line 'length:target=40'. Unset (and no eval_judge): no generation."
+        ),
+    )
+    eval_judge: dict | str | None = field(
+        default=None,
+        metadata=_help(
+            "Generation scores: one reward spec that compares the trained policy's completion with the reference "
+            "policy's on each prompt: win rate = wins + ties / 2 over the prompts both got a score on."
+        ),
+    )
+    eval_max_new_tokens: int = field(default=64, metadata=_help("Generation scores: tokens generated per completion."))
     precompute_ref_logps: bool = field(
         default=False, metadata=_help("Compute reference log-probabilities once per dataset before training.")
     )
@@ -168,6 +193,29 @@ class ParetoPreferenceConfig(TrainingArguments):
             self.weights = validate_weights(self.weights, normalize=self.normalize_weights).tolist()
         if self.objective_proportions is not None:
             self.objective_proportions = validate_weights(self.objective_proportions).tolist()
+        self._validate_generation()
+
+    def _validate_generation(self) -> None:
+        """The generation-score fields of ``paretoalign eval``: reward specs checked (not built), names distinct."""
+        for name in ("max_eval_prompts", "eval_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.eval_rewards is None and self.eval_judge is None:
+            return
+        from paretoalign.evaluation import reward_spec
+        from paretoalign.trainers.transfer import reward_label
+
+        if self.eval_rewards is not None:
+            specs = self.eval_rewards if isinstance(self.eval_rewards, list) else [self.eval_rewards]
+            if not specs:
+                raise ValueError("eval_rewards is empty: list at least one reward spec, or leave it out.")
+            self.eval_rewards = [reward_spec(spec, f"eval_rewards[{index}]") for index, spec in enumerate(specs)]
+            labels = [reward_label(spec, index) for index, spec in enumerate(self.eval_rewards)]
+            duplicates = sorted({label for label in labels if labels.count(label) > 1})
+            if duplicates:
+                raise ValueError(f"eval_rewards share the name(s) {duplicates}; give each a distinct 'label'.")
+        if self.eval_judge is not None:
+            self.eval_judge = reward_spec(self.eval_judge, "eval_judge")
 
     def weighting_params(self) -> dict[str, Any]:
         """The keyword parameters of :func:`paretoalign.weighting.get_weighting` for the chosen weighting."""
@@ -235,9 +283,14 @@ def parse_config(config_class: type, config_file: str | Path | None, argv: list[
                 "command lists the valid fields."
             )
         base = Path(config_file).resolve().parent
-        for key in ("train_data", "eval_data"):
+        for key in ("train_data", "eval_data", "eval_prompts"):
             if key in values:
                 values[key] = _resolve_paths(values[key], base)
+        for key in ("eval_rewards", "eval_judge"):
+            if key in values:
+                from paretoalign.trainers.transfer import _resolve_spec_paths
+
+                values[key] = _resolve_spec_paths(values[key], base)
         parser.set_defaults(**values)
     (config,) = parser.parse_args_into_dataclasses(args=argv)
     return config

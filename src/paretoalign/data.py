@@ -54,6 +54,7 @@ __all__ = [
     "builtin_data_path",
     "arithmetic_word_problems",
     "load_prompts",
+    "prompt_token_ids",
 ]
 
 logger = logging.getLogger(__name__)
@@ -720,6 +721,20 @@ def load_preferences(
 # ---------------------------------------------------------------------------------------------------------
 
 
+def prompt_token_ids(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
+    """Token ids of prompt texts as ``tokenizer(prompt)`` gives them (with the tokenizer's BOS), without a second BOS
+    before a BOS the text already starts with (as chat templates render it): how :func:`tokenize_preferences`
+    tokenises prompts."""
+    bos_id, bos_text = tokenizer.bos_token_id, tokenizer.bos_token
+    ids = tokenizer(prompts)["input_ids"]
+    if bos_id is None or not bos_text:
+        return ids
+    return [
+        row_ids[1:] if row_ids[:2] == [bos_id, bos_id] and prompt.startswith(bos_text) else row_ids
+        for row_ids, prompt in zip(ids, prompts)
+    ]
+
+
 class _PairTokenizer:
     """``datasets.map`` function (batched, with indices) that tokenises and fits rows to ``max_length``."""
 
@@ -729,17 +744,6 @@ class _PairTokenizer:
         self.max_prompt_length = max_prompt_length
         self.truncate = truncate
         self.add_eos = add_eos
-
-    def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
-        """Token ids as ``tokenizer(prompt)`` gives them, without a second BOS before a rendered BOS."""
-        bos_id, bos_text = self.tokenizer.bos_token_id, self.tokenizer.bos_token
-        ids = self.tokenizer(prompts)["input_ids"]
-        if bos_id is None or not bos_text:
-            return ids
-        return [
-            row_ids[1:] if row_ids[:2] == [bos_id, bos_id] and prompt.startswith(bos_text) else row_ids
-            for row_ids, prompt in zip(ids, prompts)
-        ]
 
     def _response_ids(self, responses: list[str]) -> list[list[int]]:
         """Token ids without special tokens, then EOS unless the text already ends with it (chat templates)."""
@@ -760,7 +764,7 @@ class _PairTokenizer:
         return prompt_ids[len(prompt_ids) - keep :]
 
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        prompts = self._prompt_ids(batch["prompt"])
+        prompts = prompt_token_ids(self.tokenizer, batch["prompt"])
         responses_a = self._response_ids(batch["response_a"])
         responses_b = self._response_ids(batch["response_b"])
         output = {name: [] for name in ("prompt_input_ids", "response_a_input_ids", "response_b_input_ids")}

@@ -106,6 +106,11 @@ class RewardFunctionError(ValueError):
 # --- configuration ---------------------------------------------------------------------------------------------------
 
 
+def bf16_gpu_available(use_cpu: bool) -> bool:
+    """Whether training will run on a CUDA GPU that supports bf16 (``use_cpu`` forces the CPU)."""
+    return not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 @dataclass
 class MultiRewardGRPOConfig(GRPOConfig):
     """Configuration of :class:`MultiRewardGRPOTrainer` and of ``paretoalign rl`` (TRL's ``GRPOConfig`` plus these).
@@ -188,8 +193,17 @@ class MultiRewardGRPOConfig(GRPOConfig):
     report_to: None | str | list[str] = field(
         default="tensorboard", metadata=_help("Where to report logs ('tensorboard', 'none', ...).")
     )
+    bf16: bool | None = field(
+        default=None,
+        metadata=_help(
+            "bf16 mixed precision. Unset: on for a CUDA GPU that supports bf16, off on CPU (TRL turns it on "
+            "everywhere; on CPU it only adds rounding)."
+        ),
+    )
 
     def __post_init__(self) -> None:
+        if self.bf16 is None:
+            self.bf16 = not self.fp16 and bf16_gpu_available(self.use_cpu)
         super().__post_init__()
         self._validate()
 
@@ -833,56 +847,23 @@ def prompt_datasets(config: MultiRewardGRPOConfig):
 @torch.no_grad()
 def score_completions(model, tokenizer, dataset, reward_functions, config: MultiRewardGRPOConfig, batch_size: int = 16):
     """Generate one completion per held-out prompt and score it: per reward, the mean over scored completions and
-    the fraction scored (rewards unconditioned)."""
-    from trl.data_utils import is_conversational
+    the fraction scored (rewards unconditioned; :func:`paretoalign.evaluation.reward_summary`)."""
+    from paretoalign.evaluation import generate_completion_ids, reward_summary, score_rewards
 
-    names = [_callable_name(function) for function in reward_functions]
-    totals = {name: [] for name in names}
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(dataset), batch_size):
-            rows = dataset.select(range(start, min(start + batch_size, len(dataset))))
-            prompts = list(rows["prompt"])
-            conversational = is_conversational({"prompt": prompts[0]})
-            texts = (
-                [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-                if conversational
-                else prompts
-            )
-            encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-            encoded = {key: value.to(model.device) for key, value in encoded.items()}
-            generated = model.generate(
-                **encoded,
-                max_new_tokens=config.max_completion_length,
-                pad_token_id=tokenizer.pad_token_id,
-                do_sample=config.eval_do_sample,
-                **({"temperature": config.temperature} if config.eval_do_sample else {}),
-            )
-            completion_ids = generated[:, encoded["input_ids"].shape[1]:]
-            completion_ids_list = []
-            for row in completion_ids.tolist():
-                if tokenizer.eos_token_id in row:
-                    row = row[: row.index(tokenizer.eos_token_id) + 1]
-                completion_ids_list.append([token for token in row if token != tokenizer.pad_token_id])
-            texts = tokenizer.batch_decode(completion_ids_list, skip_special_tokens=True)
-            completions = [[{"role": "assistant", "content": text}] for text in texts] if conversational else texts
-            columns = {key: list(rows[key]) for key in rows.column_names if key != "prompt"}
-            for name, function in zip(names, reward_functions):
-                values = checked_reward_function(function)(
-                    prompts=prompts, completions=completions, completion_ids=completion_ids_list, **columns
-                )
-                totals[name].extend(math.nan if value is None else float(value) for value in values)
-    finally:
-        model.train(was_training)
-    report = {}
-    for name, values in totals.items():
-        scored = [value for value in values if math.isfinite(value)]
-        report[name] = {
-            "mean": sum(scored) / len(scored) if scored else math.nan,
-            "scored": len(scored) / len(values) if values else 0.0,
-        }
-    return report
+    rewards = {_callable_name(function): function for function in reward_functions}
+    totals = {name: [] for name in rewards}
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset.select(range(start, min(start + batch_size, len(dataset))))
+        prompts = list(rows["prompt"])
+        completion_ids = generate_completion_ids(
+            model, tokenizer, prompts, config.max_completion_length, batch_size, config.eval_do_sample,
+            config.temperature,
+        )
+        texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        columns = {key: list(rows[key]) for key in rows.column_names if key != "prompt"}
+        for name, values in score_rewards(rewards, prompts, texts, completion_ids, columns).items():
+            totals[name].extend(values)
+    return {name: reward_summary(values) for name, values in totals.items()}
 
 
 def _training_summary(log_history: list[dict]) -> dict[str, float]:
@@ -945,8 +926,9 @@ def run_rl_training(config: MultiRewardGRPOConfig) -> dict:
         model=model, reward_funcs=reward_functions, args=config, train_dataset=train_set, processing_class=tokenizer
     )
     output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml_atomic(output_dir / "config.yaml", config_to_dict(config))
+    if config.should_save:  # the main process writes the run's files; every process trains
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml_atomic(output_dir / "config.yaml", config_to_dict(config))
     started = time.perf_counter()
     result = trainer.train()
     metrics["train"] = {
@@ -959,6 +941,8 @@ def run_rl_training(config: MultiRewardGRPOConfig) -> dict:
     if held_out is not None:
         metrics["after"] = score_completions(trainer.model, tokenizer, held_out, reward_functions, config)
     metrics["log_history"] = trainer.state.log_history
-    save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir / "model")
-    write_json_atomic(output_dir / "metrics.json", metrics)
+    if config.should_save:
+        save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir / "model")
+        write_json_atomic(output_dir / "metrics.json", metrics)
+    trainer.accelerator.wait_for_everyone()
     return metrics

@@ -730,20 +730,11 @@ def load_prompts(source: str, limit: int | None = None) -> list[str]:
     """String prompts from ``builtin:NAME`` (shipped data), a text file with one prompt per line, or any prompt file
     :func:`paretoalign.data.load_prompts` reads (JSONL / JSON / Parquet / saved dataset with a ``prompt`` column,
     validated there with the file, line and field named)."""
-    from paretoalign.data import builtin_data_path
-    from paretoalign.data import load_prompts as load_prompt_dataset
+    from paretoalign.evaluation import load_prompt_rows
 
-    path = builtin_data_path(source.removeprefix("builtin:")) if source.startswith("builtin:") else Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"prompts file not found: {path}")
-    if path.suffix == ".txt":
-        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        prompts = load_prompt_dataset(path)["prompt"]
-        if prompts and not isinstance(prompts[0], str):
-            raise ValueError(f"{path}: prompts must be strings here (transcripts such as HH-RLHF's), not message lists.")
-    if not prompts:
-        raise ValueError(f"{path}: no prompts.")
+    prompts = load_prompt_rows(source)["prompt"]
+    if not isinstance(prompts[0], str):
+        raise ValueError(f"{source}: prompts must be strings here (transcripts such as HH-RLHF's), not message lists.")
     return prompts[:limit] if limit is not None else prompts
 
 
@@ -1204,7 +1195,10 @@ class TransferTrainer:
 
     def _evaluate(self) -> dict[str, float]:
         """Greedy responses of the current and the initial policy on the held-out prompts, judged by eval_reward:
-        win rate = mean of 1[r(current) > r(initial)] + 1/2 1[equal] over the prompts both got a score on."""
+        win rate = mean of 1[r(current) > r(initial)] + 1/2 1[equal] over the prompts both got a score on
+        (:func:`paretoalign.evaluation.win_rate`)."""
+        from paretoalign.evaluation import win_rate
+
         if not self.eval_prompts or self.eval_reward is None:
             return {}
         if self._initial_eval_scores is None:
@@ -1215,7 +1209,7 @@ class TransferTrainer:
         if not both:
             return {}
         return {
-            "eval_win_rate_vs_initial": float(np.mean([1.0 if c > i else 0.5 if c == i else 0.0 for c, i in both])),
+            "eval_win_rate_vs_initial": win_rate(current, self._initial_eval_scores),
             "eval_reward_mean": float(np.mean([c for c, _ in both])),
             "eval_initial_reward_mean": float(np.mean([i for _, i in both])),
             "eval_prompts": len(both),

@@ -1,0 +1,254 @@
+"""Generation-based scores of `paretoalign eval`: win rate and reward summaries on hand-made scores, reward specs,
+and the eval command end to end on a tiny random Llama against completions generated here token by token."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+import yaml
+
+from paretoalign.cli import main
+from paretoalign.config import ParetoPreferenceConfig
+from paretoalign.evaluation import evaluate_trained, reward_spec, reward_summary, win_counts, win_rate
+from paretoalign.models import apply_lora, load_policy, save_policy
+from paretoalign.rewards import get_reward
+
+from test_preference_trainer import PROMPTS, write_multi_label_pairs
+
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.filterwarnings("ignore::UserWarning")]
+
+NAN, INF = math.nan, math.inf
+MAX_NEW_TOKENS = 8
+
+REWARD_MODULE = '''
+def _text(completion):
+    return completion if isinstance(completion, str) else completion[0]["content"]
+
+
+def characters(prompts, completions, **kwargs):
+    return [float(len(_text(c))) for c in completions]
+
+
+def even_bonus(prompts, completions, bonus, **kwargs):
+    """len + bonus (a column of the prompts file) where the completion has an even number of characters, else None."""
+    return [float(len(_text(c)) + b) if len(_text(c)) % 2 == 0 else None for c, b in zip(completions, bonus)]
+'''
+
+
+# --- the maths on hand-made scores -----------------------------------------------------------------------------------
+
+
+def test_win_rate_counts_wins_ties_and_losses_over_prompts_both_scored():
+    candidate = [3.0, 1.0, None, 2.0, 5.0, NAN, 7.0, 0.0]
+    baseline = [1.0, 2.0, 4.0, 2.0, None, 0.0, INF, 0.0]
+    # scored by both: positions 0 (win), 1 (loss), 3 (tie), 7 (tie); None, NaN and inf are not scores
+    assert win_counts(candidate, baseline) == (1, 2, 1)
+    assert win_rate(candidate, baseline) == (1 + 0.5 * 2) / 4
+    assert win_rate(baseline, candidate) == (1 + 0.5 * 2) / 4  # symmetric here: one win, one loss
+    assert win_rate([2.0, 3.0, 1.0], [1.0, 1.0, 0.5]) == 1.0
+    assert win_rate([0.0, -1.0], [1.0, 0.0]) == 0.0
+    assert win_rate([4.0, 2.5, None], [4.0, 2.5, 1.0]) == 0.5  # a policy against itself
+
+
+def test_win_rate_without_a_common_score_is_none_and_lengths_must_match():
+    assert win_rate([None, 1.0], [2.0, None]) is None
+    assert win_rate([], []) is None
+    with pytest.raises(ValueError, match="3 candidate scores against 2 baseline scores"):
+        win_rate([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_reward_summary_means_the_scored_values_and_counts_their_share():
+    assert reward_summary([1.0, None, 3.0, NAN, INF]) == {"mean": 2.0, "scored": 0.4}
+    assert reward_summary([0.5, 0.25, 0.25, 1]) == {"mean": 0.5, "scored": 1.0}
+    empty = reward_summary([])
+    assert math.isnan(empty["mean"]) and empty["scored"] == 0.0
+    unscored = reward_summary([None, NAN])
+    assert math.isnan(unscored["mean"]) and unscored["scored"] == 0.0
+
+
+def test_reward_specs_take_the_rl_syntax_and_name_the_field():
+    assert reward_spec("length:target=40,unit=words", "eval_rewards[0]") == {
+        "name": "length", "target": 40, "unit": "words"
+    }
+    assert reward_spec("format", "eval_rewards[0]") == {"name": "format"}
+    assert reward_spec("{name: length, target: 40}", "eval_judge") == {"name": "length", "target": 40}
+    assert reward_spec({"function": "module:fn", "scale": 2}, "eval_judge") == {"function": "module:fn", "scale": 2}
+    with pytest.raises(ValueError, match=r"eval_rewards\[2\]: unknown reward 'no_such_reward'; valid rewards: answer"):
+        reward_spec({"name": "no_such_reward"}, "eval_rewards[2]")
+    with pytest.raises(ValueError, match="eval_judge: a reward spec needs exactly one of 'name', 'function' or 'sum'"):
+        reward_spec({"name": "length", "function": "module:fn"}, "eval_judge")
+    with pytest.raises(ValueError, match="eval_judge: a reward spec is a mapping"):
+        reward_spec(3, "eval_judge")
+
+
+def config_of(tmp_path, **overrides) -> ParetoPreferenceConfig:
+    values = dict(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True, max_length=64)
+    return ParetoPreferenceConfig(**{**values, **overrides})
+
+
+def test_config_checks_the_generation_fields(tmp_path):
+    config = config_of(tmp_path, eval_rewards=["length:target=4", {"name": "length", "label": "long", "target": 40}],
+                       eval_judge="{name: length, target: 4}")
+    assert config.eval_rewards == [{"name": "length", "target": 4}, {"name": "length", "label": "long", "target": 40}]
+    assert config.eval_judge == {"name": "length", "target": 4}
+    assert (config.max_eval_prompts, config.eval_max_new_tokens, config.eval_prompts) == (16, 64, None)
+    with pytest.raises(ValueError, match=r"eval_rewards\[1\]: unknown reward 'no_such_reward'"):
+        config_of(tmp_path, eval_rewards=[{"name": "length", "target": 4}, {"name": "no_such_reward"}])
+    with pytest.raises(ValueError, match=r"eval_rewards share the name\(s\) \['length'\]; give each a distinct"):
+        config_of(tmp_path, eval_rewards=["length:target=4", "length:target=8"])
+    with pytest.raises(ValueError, match="eval_judge: unknown reward 'judge_of_nothing'"):
+        config_of(tmp_path, eval_judge="judge_of_nothing")
+    with pytest.raises(ValueError, match="eval_max_new_tokens must be at least 1"):
+        config_of(tmp_path, eval_max_new_tokens=0)
+
+
+# --- end to end on a tiny random Llama -------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def greedy_completion(model, tokenizer, prompt, max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+    """Greedy decoding one token at a time from the full logits, one prompt at a time (no padding, no generate)."""
+    model.eval()
+    if isinstance(prompt, list):
+        prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt)["input_ids"]
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        token = int(model(torch.tensor([ids + new])).logits[0, -1].argmax())
+        new.append(token)
+        if token == tokenizer.eos_token_id:
+            break
+    return tokenizer.decode(new, skip_special_tokens=True)
+
+
+def expected_win_rate(trained: list[float], reference: list[float]) -> float:
+    return sum(1.0 if t > r else 0.5 if t == r else 0.0 for t, r in zip(trained, reference)) / len(trained)
+
+
+def mean_of_scored(values: list[float | None]) -> float:
+    scored = [value for value in values if value is not None]
+    return sum(scored) / len(scored)
+
+
+@pytest.fixture()
+def perturbed_model_dir(tmp_path, tiny_model_dir):
+    """Full weights: the tiny Llama with every parameter moved by seeded noise (so its greedy completions differ)."""
+    model, tokenizer = load_policy(tiny_model_dir)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.5 * parameter.std() * torch.randn(parameter.shape, generator=generator))
+    return save_policy(model, tokenizer, tmp_path / "full" / "model")
+
+
+def test_eval_command_scores_completions_and_the_win_rate_against_the_base_model(
+    tmp_path, tiny_model_dir, perturbed_model_dir, capsys
+):
+    write_multi_label_pairs(tmp_path / "pairs.jsonl")
+    (tmp_path / "eval_rewards.py").write_text(REWARD_MODULE)
+    prompts = [[{"role": "user", "content": text}] for text in
+               ("How do I bake bread?", "Tell me a joke.", "Is it safe to swim?", "Help me write a poem about a fox.",
+                "No.", "Please be kind and safe.")]
+    bonus = [1, 2, 3, 4, 5, 6]
+    (tmp_path / "prompts.jsonl").write_text(
+        "".join(json.dumps({"prompt": prompt, "bonus": b}) + "\n" for prompt, b in zip(prompts, bonus))
+    )
+    config_file = tmp_path / "eval.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model_dir), "eval_data": "pairs.jsonl", "eval_prompts": "prompts.jsonl",
+        "max_eval_prompts": 5, "eval_max_new_tokens": MAX_NEW_TOKENS, "per_device_eval_batch_size": 2,
+        "eval_rewards": [{"function": "eval_rewards.py:characters"},
+                         {"function": "eval_rewards.py:even_bonus", "label": "even"}, "length:target=3,unit=words"],
+        "eval_judge": {"function": "eval_rewards.py:characters"},
+        "max_length": 64, "use_lora": False, "use_cpu": True, "report_to": "none", "output_dir": str(tmp_path / "x"),
+    }))
+    assert main(["eval", "--model", str(perturbed_model_dir), "--config", str(config_file)]) == 0
+    output = " ".join(capsys.readouterr().out.split())
+    report = json.loads((tmp_path / "full" / "eval.json").read_text())
+    assert set(report) == {"model", "metrics", "generation"} and set(report["metrics"]) == {"concise", "safe"}
+
+    # the same completions, generated here one prompt and one token at a time
+    trained_model, tokenizer = load_policy(perturbed_model_dir)
+    base_model, _ = load_policy(tiny_model_dir)
+    used, used_bonus = prompts[:5], bonus[:5]
+    trained = [greedy_completion(trained_model, tokenizer, prompt) for prompt in used]
+    reference = [greedy_completion(base_model, tokenizer, prompt) for prompt in used]
+    assert trained != reference
+    generation = report["generation"]
+    assert generation["prompts"] == 5 and generation["max_new_tokens"] == MAX_NEW_TOKENS
+    assert generation["decoding"] == "greedy"
+    assert [row["trained"] for row in generation["completions"]] == trained
+    assert [row["reference"] for row in generation["completions"]] == reference
+    assert [row["prompt"] for row in generation["completions"]] == used
+
+    length = get_reward("length", target=3, unit="words")
+    for policy, texts in (("trained", trained), ("reference", reference)):
+        characters = [float(len(text)) for text in texts]
+        even = [float(len(t) + b) if len(t) % 2 == 0 else None for t, b in zip(texts, used_bonus)]
+        scores = generation["rewards"]
+        assert scores["characters"][policy] == {"mean": sum(characters) / 5, "scored": 1.0}
+        if any(value is not None for value in even):
+            assert scores["even"][policy]["mean"] == pytest.approx(mean_of_scored(even), abs=1e-12)
+        assert scores["even"][policy]["scored"] == sum(value is not None for value in even) / 5
+        words = length(used, [[{"role": "assistant", "content": text}] for text in texts])
+        assert scores["length"][policy] == {"mean": pytest.approx(sum(words) / 5, abs=1e-12), "scored": 1.0}
+
+    judged = generation["win_rate_vs_reference"]
+    trained_lengths = [float(len(text)) for text in trained]
+    reference_lengths = [float(len(text)) for text in reference]
+    assert judged["judge"] == "characters" and judged["prompts"] == 5
+    assert judged["win_rate"] == expected_win_rate(trained_lengths, reference_lengths)
+    assert judged["wins"] == sum(t > r for t, r in zip(trained_lengths, reference_lengths))
+    assert judged["losses"] == sum(t < r for t, r in zip(trained_lengths, reference_lengths))
+    assert judged["ties"] == 5 - judged["wins"] - judged["losses"]
+    assert "generation scores on 5 held-out prompts" in output
+    assert f"win rate vs reference under judge 'characters': {judged['win_rate']:.3f} over 5 prompts" in output
+
+
+def test_untrained_adapter_wins_exactly_half_against_the_reference(tmp_path, tiny_model_dir):
+    base, tokenizer = load_policy(tiny_model_dir)
+    adapter = save_policy(apply_lora(base, r=4, lora_alpha=8), tokenizer, tmp_path / "lora" / "model")
+    (tmp_path / "eval_rewards.py").write_text(REWARD_MODULE)
+    judge = {"function": f"{tmp_path / 'eval_rewards.py'}:characters", "label": "chars"}
+    config = config_of(tmp_path, model_name_or_path=str(tiny_model_dir),
+                       eval_data=str(write_multi_label_pairs(tmp_path / "pairs.jsonl")), eval_judge=judge,
+                       eval_rewards=["length:target=3,unit=words"], eval_max_new_tokens=MAX_NEW_TOKENS,
+                       per_device_eval_batch_size=3)
+    report = evaluate_trained(adapter, config)
+    generation = report["generation"]
+    # the default prompts: the four distinct prompts of the 16 pairs, in file order
+    assert [row["prompt"] for row in generation["completions"]] == PROMPTS and generation["prompts"] == 4
+    assert all(row["trained"] == row["reference"] for row in generation["completions"])
+    assert generation["win_rate_vs_reference"] == {"judge": "chars", "win_rate": 0.5, "prompts": 4, "wins": 0,
+                                                   "ties": 4, "losses": 0}
+    scores = generation["rewards"]["length"]
+    assert scores["trained"] == scores["reference"] and scores["trained"]["scored"] == 1.0
+    expected = [greedy_completion(base, tokenizer, prompt) for prompt in PROMPTS]
+    assert [row["reference"] for row in generation["completions"]] == expected
+    for name in ("concise", "safe"):  # the adapter is the reference: preference accuracy 1/2, margin 0
+        assert report["metrics"][name]["accuracy"] == 0.5 and report["metrics"][name]["margin"] == 0.0
+
+    config.eval_rewards = config.eval_judge = None  # the default eval generates nothing
+    assert set(evaluate_trained(adapter, config)) == {"metrics"}
+
+
+def test_eval_command_names_a_bad_reward_spec(tmp_path, tiny_model_dir, capsys):
+    config_file = tmp_path / "eval.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model_dir), "eval_data": str(write_multi_label_pairs(tmp_path / "p.jsonl")),
+        "use_cpu": True, "report_to": "none", "output_dir": str(tmp_path / "x"),
+    }))
+    model = str(tmp_path / "no_model_needed")
+    assert main(["eval", "--model", model, "--config", str(config_file), "--eval_rewards", "answer",
+                 "no_such_reward"]) == 2
+    output = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"error: eval_rewards\[1\]: unknown reward 'no_such_reward'", output)
+    # a function that cannot be imported fails before any model is loaded, naming the field
+    assert main(["eval", "--model", model, "--config", str(config_file), "--eval_judge",
+                 "{function: 'eval_missing_module:score'}"]) == 2
+    output = " ".join(capsys.readouterr().out.split())
+    assert "eval_judge: cannot import module 'eval_missing_module'" in output
