@@ -100,11 +100,13 @@ def load_base(args) -> tuple[torch.nn.Module, object]:
 
 
 def common_arguments(args, output_dir: str) -> dict:
+    """Training arguments both trainers get. TRL's configs turn gradient checkpointing and bf16 autocast on by
+    default; both are set off here, as in paretoalign's defaults, so both trainers do the same computation."""
     return dict(
         output_dir=output_dir, per_device_train_batch_size=args.pairs, max_steps=args.steps, learning_rate=5e-5,
         lr_scheduler_type="constant", optim="adamw_torch", save_strategy="no", report_to="none", use_cpu=True,
         seed=0, disable_tqdm=True, logging_steps=10_000, beta=0.1, max_length=args.length,
-        remove_unused_columns=False,
+        remove_unused_columns=False, gradient_checkpointing=False, bf16=False,
     )
 
 
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         machine_description(torch.get_num_threads()) + f", trl {trl.__version__}.",
         f"{model}, LoRA r={LORA['r']} on q/k/v/o, {args.pairs} pairs per step, max_length {args.length}, sigmoid loss, "
-        f"beta 0.1; {args.steps} steps each, the first {args.warmup} left out.",
+        f"beta 0.1, float32, no gradient checkpointing; {args.steps} steps each, the first {args.warmup} left out.",
         "",
         f"    {'trainer':<20}{'s/step (median)':>17}{'tokens/step':>13}{'tokens/s':>11}",
     ]
