@@ -90,8 +90,9 @@ def print_generation_scores(generation: dict, console: Console) -> None:
     the judge's win rate of the trained policy against the reference below it."""
     table = Table(title=f"generation scores on {generation['prompts']} held-out prompts "
                         f"({generation['decoding']}, at most {generation['max_new_tokens']} new tokens)")
-    for column in ("reward", "trained mean", "reference mean", "difference", "scored (trained)", "scored (reference)"):
-        table.add_column(column, justify="left" if column == "reward" else "right")
+    for column in ("reward", "trained\nmean", "reference\nmean", "trained -\nreference", "scored\ntrained",
+                   "scored\nreference"):
+        table.add_column(column, justify="left" if column == "reward" else "right", no_wrap=True)
     for name, values in generation["rewards"].items():
         trained, reference = values["trained"], values["reference"]
         table.add_row(name, f"{trained['mean']:.4f}", f"{reference['mean']:.4f}",
@@ -142,7 +143,7 @@ def _rl(config_file: str | None, overrides: list[str], console: Console) -> int:
         sampling = "sampled" if config.eval_do_sample else "greedy"
         table = Table(title=f"held-out mean reward per reward function ({sampling} completions)")
         for column in ("reward", "weight", "before", "after", "scored after"):
-            table.add_column(column, justify="left" if column == "reward" else "right")
+            table.add_column(column, justify="left" if column == "reward" else "right", no_wrap=column == "reward")
         for name, weight in zip(metrics["rewards"], metrics["reward_weights"]):
             before, after = metrics["before"][name], metrics["after"][name]
             table.add_row(name, f"{weight:.2f}", f"{before['mean']:.3f}", f"{after['mean']:.3f}", f"{after['scored']:.2f}")
