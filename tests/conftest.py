@@ -46,12 +46,11 @@ def build_tiny_tokenizer():
     return fast
 
 
-def build_tiny_llama(vocab_size: int, seed: int = 0):
-    """A 2-layer Llama with hidden size 32: random weights, fast on CPU."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(vocab_size: int, **settings):
+    """The config of a 2-layer Llama with hidden size 32 (fast on CPU); ``settings`` are added to it."""
+    from transformers import LlamaConfig
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
@@ -59,9 +58,16 @@ def build_tiny_llama(vocab_size: int, seed: int = 0):
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
-        tie_word_embeddings=False,
+        **settings,
     )
-    return LlamaForCausalLM(config)
+
+
+def build_tiny_llama(vocab_size: int, seed: int = 0):
+    """A 2-layer Llama with hidden size 32: random weights, fast on CPU."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(tiny_llama_config(vocab_size, tie_word_embeddings=False))
 
 
 @pytest.fixture(scope="session")

@@ -246,20 +246,26 @@ def test_fused_rejects_bad_inputs():
         ObjectiveGradients(checkpointed, get_weighting("raco", [1.0]), mode="fused")
 
 
-def test_auto_engine_chooses_fused_logs_it_once_and_matches_exact(tmp_path, tiny_model_dir, caplog):
-    def final_weights(engine):
-        (tmp_path / engine).mkdir()
-        config = tiny_config(tmp_path / engine, tiny_model_dir, engine=engine, max_steps=3, optim="sgd",
-                             learning_rate=0.1, eval_data=None)
-        run_preference_training(config)
-        policy, _ = load_trained(Path(config.output_dir) / "model")
-        return torch.cat([p.flatten() for p in policy.parameters()])
+def final_weights(tmp_path, model_dir, engine: str, max_steps: int) -> torch.Tensor:
+    """All parameters after a short SGD run of the preference trainer with ``engine``, flattened."""
+    (tmp_path / engine).mkdir()
+    config = tiny_config(tmp_path / engine, model_dir, engine=engine, max_steps=max_steps, optim="sgd",
+                         learning_rate=0.1, eval_data=None)
+    run_preference_training(config)
+    policy, _ = load_trained(Path(config.output_dir) / "model")
+    return torch.cat([p.flatten() for p in policy.parameters()])
 
+
+def engine_choices(caplog) -> list[str]:
+    """The "engine auto: ..." log lines."""
+    return [record.getMessage() for record in caplog.records if record.getMessage().startswith("engine auto")]
+
+
+def test_auto_engine_chooses_fused_logs_it_once_and_matches_exact(tmp_path, tiny_model_dir, caplog):
     with caplog.at_level("INFO", logger="paretoalign"):
-        auto = final_weights("auto")
-    choices = [record.getMessage() for record in caplog.records if record.getMessage().startswith("engine auto")]
-    assert choices == ["engine auto: fused (one backward pass gives the per-objective gradients)"]
-    assert torch.allclose(auto, final_weights("exact"), atol=1e-6)
+        auto = final_weights(tmp_path, tiny_model_dir, "auto", max_steps=3)
+    assert engine_choices(caplog) == ["engine auto: fused (one backward pass gives the per-objective gradients)"]
+    assert torch.allclose(auto, final_weights(tmp_path, tiny_model_dir, "exact", max_steps=3), atol=1e-6)
 
 
 def test_auto_engine_falls_back_to_exact_where_the_hooks_do_not_apply(tmp_path, tiny_model_dir, monkeypatch, caplog):
@@ -277,22 +283,14 @@ def test_auto_engine_falls_back_to_exact_where_the_hooks_do_not_apply(tmp_path, 
 
     monkeypatch.setattr(paretoalign.models, "load_policy", load_policy_reusing_a_weight)
 
-    def final_weights(engine):
-        (tmp_path / engine).mkdir()
-        config = tiny_config(tmp_path / engine, tiny_model_dir, engine=engine, max_steps=2, optim="sgd",
-                             learning_rate=0.1, eval_data=None)
-        run_preference_training(config)
-        policy, _ = load_trained(Path(config.output_dir) / "model")
-        return torch.cat([p.flatten() for p in policy.parameters()])
-
     with caplog.at_level("INFO", logger="paretoalign"):
-        auto = final_weights("auto")
-    choices = [record.getMessage() for record in caplog.records if record.getMessage().startswith("engine auto")]
+        auto = final_weights(tmp_path, tiny_model_dir, "auto", max_steps=2)
+    choices = engine_choices(caplog)
     assert len(choices) == 1 and choices[0].startswith("engine auto: exact (the fused engine does not apply")
     assert "model.layers.0.mlp.down_proj.weight enters the forward outside the call" in choices[0]
-    assert torch.equal(auto, final_weights("exact"))
+    assert torch.equal(auto, final_weights(tmp_path, tiny_model_dir, "exact", max_steps=2))
     with pytest.raises(ValueError, match="enters the forward outside"):
-        final_weights("fused")
+        final_weights(tmp_path, tiny_model_dir, "fused", max_steps=2)
 
 
 def test_fused_agrees_with_exact_on_a_dora_adapter(tiny_tokenizer):

@@ -8,6 +8,7 @@ from fractions import Fraction
 import pytest
 import torch
 
+from conftest import tiny_llama_config
 from paretoalign.rewards import (
     REWARDS,
     AnswerReward,
@@ -416,20 +417,10 @@ def test_text_rewards_never_raise_on_odd_completions(reward):
 
 def build_sequence_classifier(vocab_size: int, num_labels: int):
     """A 2-layer Llama reward model with random weights and no pad_token_id in its config."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        num_labels=num_labels,
-    )
-    return LlamaForSequenceClassification(config)
+    return LlamaForSequenceClassification(tiny_llama_config(vocab_size, num_labels=num_labels))
 
 
 @pytest.fixture(scope="module")

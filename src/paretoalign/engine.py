@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torchjd.aggregation import Weighting
 
-__all__ = ["ENGINE_MODES", "EngineStep", "ObjectiveGradients"]
+__all__ = ["ENGINE_MODES", "EngineStep", "ObjectiveGradients", "mean_across_processes", "refuse_sharded_gradients"]
 
 ENGINE_MODES = ("exact", "autogram", "fused")
 
@@ -55,6 +55,31 @@ class EngineStep:
         norms = self.gradient_norms
         outer = norms[:, None] * norms[None, :]
         return torch.where(outer > 0, self.gram / outer.clamp_min(1e-300), torch.zeros_like(self.gram))
+
+
+def mean_across_processes(num_processes: int) -> Callable[[Tensor], None] | None:
+    """The ``reduce_gradients`` hook of data-parallel training: an in-place all-reduce mean over the
+    ``num_processes`` processes of the default process group; None for one process (nothing to reduce)."""
+    if num_processes == 1:
+        return None
+
+    def all_reduce_mean(tensor: Tensor) -> None:
+        torch.distributed.all_reduce(tensor)
+        tensor.div_(num_processes)
+
+    return all_reduce_mean
+
+
+def refuse_sharded_gradients(distributed_type, gradients: str, advice: str) -> None:
+    """Raise ValueError under DeepSpeed or FSDP: they reduce or shard gradients inside their own backward hooks,
+    which per-objective gradients (``gradients`` names them in the message) bypass. ``advice`` ends the message."""
+    from accelerate.utils import DistributedType
+
+    if distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        raise ValueError(
+            f"{distributed_type.value} shards or reduces gradients inside its own backward hooks, which the "
+            f"{gradients} bypass; {advice}"
+        )
 
 
 def _trainable_parameters(source: nn.Module | Iterable[Tensor]) -> list[Tensor]:

@@ -260,7 +260,10 @@ def win_counts(
 def win_rate(candidate_scores: Sequence[float | None], baseline_scores: Sequence[float | None]) -> float | None:
     """``(wins + ties / 2) / n``: per prompt 1 when the candidate scores higher, 1/2 on a tie, 0 when lower, averaged
     over the n prompts where both scores are finite numbers; None when there is no such prompt."""
-    wins, ties, losses = win_counts(candidate_scores, baseline_scores)
+    return _win_rate_of_counts(*win_counts(candidate_scores, baseline_scores))
+
+
+def _win_rate_of_counts(wins: int, ties: int, losses: int) -> float | None:
     total = wins + ties + losses
     return (wins + 0.5 * ties) / total if total else None
 
@@ -277,7 +280,7 @@ def generation_report(
     Returns ``{"prompts": n, "rewards": {name: {"trained": summary, "reference": summary}},
     "win_rate_vs_reference": {"judge", "win_rate", "prompts", "wins", "ties", "losses"} (with a judge),
     "completions": [{"prompt", "trained", "reference"}, ...]}`` (summaries from :func:`reward_summary`, the win rate
-    and its counts from :func:`win_rate` over the prompts the judge scored for both policies).
+    and its counts as in :func:`win_rate`, over the prompts the judge scored for both policies).
     """
     functions = dict(rewards)
     if judge is not None:
@@ -293,7 +296,7 @@ def generation_report(
         trained, reference = (scores[policy][("judge", judge[0])] for policy in ("trained", "reference"))
         wins, ties, losses = win_counts(trained, reference)
         report["win_rate_vs_reference"] = {
-            "judge": judge[0], "win_rate": win_rate(trained, reference), "prompts": wins + ties + losses,
+            "judge": judge[0], "win_rate": _win_rate_of_counts(wins, ties, losses), "prompts": wins + ties + losses,
             "wins": wins, "ties": ties, "losses": losses,
         }
     report["completions"] = [
@@ -323,15 +326,9 @@ def reward_spec(item: Any, where: str) -> dict[str, Any]:
             except yaml.YAMLError as error:
                 raise ValueError(f"{where}: not valid YAML ({error}).") from error
         else:
-            name, _, params = text.partition(":")
-            if not name.strip():
-                raise ValueError(f"{where}: empty reward name in {item!r}.")
-            if params.strip():
-                from paretoalign.trainers.grpo import _parse_key_values
+            from paretoalign.trainers.grpo import reward_spec_from_text
 
-                item = {"name": name.strip(), **_parse_key_values(params, where)}
-            else:
-                item = {"name": name.strip()}
+            item = reward_spec_from_text(text, where)
     if not isinstance(item, dict):
         raise ValueError(f"{where}: a reward spec is a mapping such as {{name: length}} or a name, got {item!r}.")
     kinds = [key for key in ("name", "function", "sum") if key in item]

@@ -62,13 +62,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import yaml
 from torch import nn
 from trl import GRPOConfig, GRPOTrainer
 
 from paretoalign.advantages import conditional_rewards, decoupled_advantages, gdpo_advantages, grpo_advantages
-from paretoalign.engine import EngineStep, ObjectiveGradients
+from paretoalign.engine import EngineStep, ObjectiveGradients, mean_across_processes, refuse_sharded_gradients
 from paretoalign.trainers.preference import NonFiniteTrainingError
 from paretoalign.weighting import WEIGHTINGS, ClippedCAGradWeighting, get_weighting, validate_weights
 
@@ -309,14 +308,20 @@ def _parse_key_values(text: str, field_name: str) -> dict[str, Any]:
     return values
 
 
+def reward_spec_from_text(text: str, where: str) -> dict[str, Any]:
+    """The command-line form of a built-in reward, ``'NAME'`` or ``'NAME:key=value,key=value'``, as
+    ``{name: NAME, key: value, ...}`` (values read as YAML scalars). Errors name ``where``."""
+    name, _, params = text.partition(":")
+    if not name.strip():
+        raise ValueError(f"{where}: empty reward name in {text!r}.")
+    return {"name": name.strip(), **_parse_key_values(params, where)}
+
+
 def _reward_spec(item: Any, index: int) -> dict[str, Any]:
     """One entry of ``rewards`` as a mapping with ``name`` (built-in) or ``function`` (``module:callable``)."""
     where = f"rewards[{index}]"
     if isinstance(item, str):
-        name, _, params = item.partition(":")
-        if not name.strip():
-            raise ValueError(f"{where}: empty reward name in {item!r}.")
-        spec = {"name": name.strip(), **_parse_key_values(params, where)}
+        spec = reward_spec_from_text(item, where)
     elif isinstance(item, dict):
         spec = dict(item)
     else:
@@ -498,17 +503,6 @@ def _is_plain_callable(function: Any) -> bool:
     return callable(function) and not isinstance(function, (str, nn.Module)) and not is_async_callable(function)
 
 
-def _mean_across_processes(num_processes: int) -> Callable[[torch.Tensor], None] | None:
-    if num_processes == 1:
-        return None
-
-    def all_reduce_mean(tensor: torch.Tensor) -> None:
-        dist.all_reduce(tensor)
-        tensor.div_(num_processes)
-
-    return all_reduce_mean
-
-
 class MultiRewardGRPOTrainer(GRPOTrainer):
     """TRL's GRPOTrainer with GDPO conditional rewards, collapse metrics, fault handling and per-reward gradients.
 
@@ -556,13 +550,9 @@ class MultiRewardGRPOTrainer(GRPOTrainer):
         self.per_reward_gradients = args.per_reward_gradients
         self.weighting = args.build_weighting(len(self.reward_names)) if self.per_reward_gradients else None
         if self.per_reward_gradients:
-            from accelerate.utils import DistributedType
-
-            if self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-                raise ValueError(
-                    f"{self.accelerator.distributed_type.value} shards or reduces gradients inside its own backward "
-                    "hooks, which the per-reward gradients bypass; use DDP or weighting=weighted_sum."
-                )
+            refuse_sharded_gradients(
+                self.accelerator.distributed_type, "per-reward gradients", "use DDP or weighting=weighted_sum."
+            )
         self.engine: ObjectiveGradients | None = None
         self._scored_rewards: torch.Tensor | None = None
         self._generation_fault: str | None = None
@@ -717,7 +707,7 @@ class MultiRewardGRPOTrainer(GRPOTrainer):
                 [p for p in model.parameters() if p.requires_grad],
                 self.weighting,
                 mode="exact",
-                reduce_gradients=_mean_across_processes(self.accelerator.num_processes),
+                reduce_gradients=mean_across_processes(self.accelerator.num_processes),
             )
         with self.accelerator.no_sync(model), self.compute_loss_context_manager():
             losses = self.per_reward_losses(model, inputs)

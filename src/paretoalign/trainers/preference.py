@@ -35,13 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from transformers import Trainer
 
 from paretoalign.config import ParetoPreferenceConfig
 from paretoalign.data import ObjectiveBalancedSampler, PreferenceCollator
-from paretoalign.engine import EngineStep, ObjectiveGradients
+from paretoalign.engine import EngineStep, ObjectiveGradients, mean_across_processes, refuse_sharded_gradients
 from paretoalign.fused import FusedEngineNotApplicable
 from paretoalign.losses import preference_losses, preference_metrics
 from paretoalign.models import frozen_reference, reference_logps, sequence_logps
@@ -94,14 +93,11 @@ class ParetoPreferenceTrainer(Trainer):
             processing_class=processing_class,
             callbacks=callbacks,
         )
-        from accelerate.utils import DistributedType
         from peft import PeftModel
 
-        if self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-            raise ValueError(
-                f"{self.accelerator.distributed_type.value} shards or reduces gradients inside its own backward hooks, "
-                "which the per-objective gradients bypass; use DDP (accelerate launch --multi_gpu) instead."
-            )
+        refuse_sharded_gradients(
+            self.accelerator.distributed_type, "per-objective gradients", "use DDP (accelerate launch --multi_gpu) instead."
+        )
         if ref_model is None and not isinstance(model, PeftModel):
             ref_model = frozen_reference(model)
         self.ref_model = ref_model.to(self.args.device) if ref_model is not None else None
@@ -155,17 +151,6 @@ class ParetoPreferenceTrainer(Trainer):
 
     # --- one step -----------------------------------------------------------------------------------------------
 
-    def _reduce_across_processes(self):
-        if self.accelerator.num_processes == 1:
-            return None
-        world = self.accelerator.num_processes
-
-        def all_reduce_mean(tensor: torch.Tensor) -> None:
-            dist.all_reduce(tensor)
-            tensor.div_(world)
-
-        return all_reduce_mean
-
     def _engine_mode(self) -> str:
         """The configured engine, with ``auto`` resolved: ``fused`` unless gradient checkpointing is on."""
         if self.args.engine != "auto":
@@ -184,7 +169,7 @@ class ParetoPreferenceTrainer(Trainer):
             )
         target = model if mode in ("autogram", "fused") else [p for p in model.parameters() if p.requires_grad]
         try:
-            engine = ObjectiveGradients(target, self.weighting, mode=mode, reduce_gradients=self._reduce_across_processes())
+            engine = ObjectiveGradients(target, self.weighting, mode=mode, reduce_gradients=mean_across_processes(self.accelerator.num_processes))
         except FusedEngineNotApplicable as error:
             if self.args.engine != "auto":
                 raise
@@ -193,7 +178,7 @@ class ParetoPreferenceTrainer(Trainer):
                 [p for p in model.parameters() if p.requires_grad],
                 self.weighting,
                 mode="exact",
-                reduce_gradients=self._reduce_across_processes(),
+                reduce_gradients=mean_across_processes(self.accelerator.num_processes),
             )
         if self.args.engine == "auto":
             self._engine_unconfirmed = True
