@@ -152,8 +152,7 @@ def test_ledger_never_exceeds_the_budget_and_resumes_with_the_same_count(tmp_pat
     with pytest.raises(BudgetExceededError):
         ledger.spend(4)
     assert ledger.spent == 7
-    ledger.save(tmp_path / "ledger.json")
-    assert LabelLedger.load(tmp_path / "ledger.json") == LabelLedger(budget=10, spent=7)
+    assert LabelLedger.from_dict(ledger.to_dict()) == LabelLedger(budget=10, spent=7)
     with pytest.raises(ValueError, match="label_budget must be >= 0"):
         LabelLedger(budget=-1)
 

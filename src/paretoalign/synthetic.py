@@ -930,7 +930,7 @@ def simulate_transfer(config: TransferBanditConfig, source_names: Sequence[str],
     Returns ``labels_to_target`` (None: not reached), the ``curve`` of (labels, normalised value) after each
     iteration, the final value and the selector's picks and wins.
     """
-    from paretoalign.trainers.transfer import UCBSourceSelector, ranking_from_scores, replace_with_transferred
+    from paretoalign.tpo import UCBSourceSelector, ranking_from_scores, replace_with_transferred
 
     bandit = make_transfer_bandit(config)
     generator = torch.Generator().manual_seed(run_seed)
