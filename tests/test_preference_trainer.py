@@ -147,7 +147,7 @@ def test_bad_configs_fail_with_a_named_error_and_write_nothing(tmp_path, tiny_mo
     assert not (tmp_path / "out").exists()
 
 
-def test_one_dataset_per_objective_example_runs_on_a_tiny_model(tmp_path, tiny_model_dir, shared_data):
+def test_one_dataset_per_objective_example_runs_on_a_tiny_model(tmp_path, tiny_model_dir, shipped_data):
     config = parse_config(
         ParetoPreferenceConfig,
         REPO / "examples" / "hh_helpful_harmless.yaml",

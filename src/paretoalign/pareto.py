@@ -12,6 +12,7 @@ import operator
 
 import numpy as np
 import torch
+from pymoo.indicators.hv import HV
 
 __all__ = [
     "pareto_mask",
@@ -169,8 +170,6 @@ def hypervolume(points, reference, maximize: bool = True) -> float:
         return float(gains.max())
     if num_objectives == 2:
         return _union_of_boxes_area(gains)
-    from pymoo.indicators.hv import HV
-
     return float(HV(ref_point=np.zeros(num_objectives))(-gains))
 
 

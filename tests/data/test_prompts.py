@@ -1,4 +1,5 @@
-"""Prompt datasets: generated arithmetic word problems and user prompt files."""
+"""Tests of paretoalign.data.prompts: generated arithmetic word problems, HH-RLHF transcripts, and load_prompts for
+every source form."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import re
 import datasets
 import pytest
 
-from paretoalign.data import PreferenceDataError, arithmetic_word_problems, load_prompts
+from paretoalign.data import (
+    PreferenceDataError,
+    arithmetic_word_problems,
+    builtin_data_path,
+    load_prompts,
+    transcript_messages,
+)
 from paretoalign.rewards import AnswerReward, FormatReward
 
 # ---------------------------------------------------------------------------------------------------------
@@ -122,6 +129,18 @@ def test_arithmetic_word_problems_rejects_bad_arguments(params, message):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# HH-RLHF transcripts
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_transcript_messages():
+    assert transcript_messages("Human: hi\n\nAssistant: hello\n\nHuman: bye\n\nAssistant:") == [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}
+    ]
+    assert transcript_messages("plain") == [{"role": "user", "content": "plain"}]
+
+
+# ---------------------------------------------------------------------------------------------------------
 # load_prompts
 # ---------------------------------------------------------------------------------------------------------
 
@@ -204,7 +223,104 @@ def test_load_prompts_json_array_rows_and_missing_files(tmp_path):
         load_prompts(array)
     with pytest.raises(FileNotFoundError, match="prompt file not found"):
         load_prompts(tmp_path / "missing.jsonl")
-    text = tmp_path / "p.txt"
-    text.write_text("prompt")
-    with pytest.raises(PreferenceDataError, match="unsupported file type '.txt'"):
-        load_prompts(text)
+    csv = tmp_path / "p.csv"
+    csv.write_text("prompt\n")
+    with pytest.raises(PreferenceDataError, match="unsupported file type '.csv'"):
+        load_prompts(csv)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# load_prompts: one test per source form
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_load_prompts_generates_arithmetic_problems_from_limit_and_seed():
+    problems = load_prompts("builtin:arithmetic", limit=20, seed=3)
+    assert problems.column_names == ["prompt", "answer"]
+    assert problems.to_list() == arithmetic_word_problems(20, seed=3).to_list()
+    assert problems.to_list() == load_prompts("builtin:arithmetic", limit=20, seed=3).to_list()
+    assert problems["answer"] != load_prompts("builtin:arithmetic", limit=20, seed=4)["answer"]
+    assert load_prompts("builtin:arithmetic", limit=3)["answer"] == ["20", "24", "90"]
+    with pytest.raises(ValueError, match="builtin:arithmetic generates its prompts: give limit=N"):
+        load_prompts("builtin:arithmetic")
+
+
+def test_load_prompts_reads_shipped_data():
+    prompts = load_prompts("builtin:hh-rlhf/helpful/test.jsonl")
+    path = builtin_data_path("hh-rlhf/helpful/test.jsonl")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(prompts) == len(rows) == 300
+    assert prompts.column_names == ["prompt", "chosen", "rejected"]
+    assert prompts[0] == rows[0] and prompts[299] == rows[299]
+    assert transcript_messages(prompts[0]["prompt"])[0] == {"role": "user", "content": "What is the IRS?"}
+
+
+def test_load_prompts_text_file_one_prompt_per_non_blank_line(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("  Say hi  \n\n \t \nWhat is 2 + 2?\r\nlast line without newline", encoding="utf-8")
+    prompts = load_prompts(path)
+    assert prompts.column_names == ["prompt"]
+    assert prompts["prompt"] == ["Say hi", "What is 2 + 2?", "last line without newline"]
+    assert load_prompts(str(path), limit=2)["prompt"] == ["Say hi", "What is 2 + 2?"]
+
+
+def test_load_prompts_jsonl_keeps_every_column_in_order_of_first_appearance(tmp_path):
+    path = write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"id": 1, "prompt": "2 + 3?", "answer": "5"}, {"prompt": "4 + 4?", "answer": "8", "level": "easy", "id": 2}],
+    )
+    prompts = load_prompts(path)
+    assert prompts.column_names == ["id", "prompt", "answer", "level"]
+    assert prompts.to_list() == [
+        {"id": 1, "prompt": "2 + 3?", "answer": "5", "level": None},
+        {"id": 2, "prompt": "4 + 4?", "answer": "8", "level": "easy"},
+    ]
+
+
+def test_load_prompts_message_lists(tmp_path):
+    prompts = load_prompts(write_jsonl(tmp_path / "p.jsonl", MESSAGE_ROWS))
+    assert prompts["prompt"] == [row["prompt"] for row in MESSAGE_ROWS]
+    assert prompts["answer"] == ["4", "6"] and prompts["level"] == [None, 2]
+
+
+def test_load_prompts_missing_file_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"prompt file not found.*nowhere\.jsonl"):
+        load_prompts(tmp_path / "nowhere.jsonl")
+    with pytest.raises(FileNotFoundError, match=r"prompt file not found.*nowhere\.txt"):
+        load_prompts(str(tmp_path / "nowhere.txt"), limit=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.txt", "", r"empty\.txt: contains no prompts"),
+        ("blank.txt", "\n  \n\t\n", r"blank\.txt: contains no prompts"),
+        ("empty.jsonl", "\n\n", r"empty\.jsonl: contains no rows"),
+    ],
+    ids=["empty-text", "blank-text", "empty-jsonl"],
+)
+def test_load_prompts_without_prompts_is_an_error_naming_the_source(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        load_prompts(path)
+
+
+def test_load_prompts_unknown_builtin_lists_what_exists():
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"no shipped data named 'arithmetik'; available: hh-rlhf/harmless-concise/test\.jsonl, .*"
+        r"; generated prompt sets: builtin:arithmetic",
+    ):
+        load_prompts("builtin:arithmetik", limit=4)
+
+
+def test_load_prompts_limit_keeps_the_first_rows(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"question {index}"} for index in range(5)])
+    assert load_prompts(path, limit=2)["prompt"] == ["question 0", "question 1"]
+    every_prompt = load_prompts(path)["prompt"]
+    assert load_prompts(path, limit=5)["prompt"] == load_prompts(path, limit=50)["prompt"] == every_prompt
+    assert len(load_prompts("builtin:hh-rlhf/harmless/test.jsonl", limit=7)) == 7
+    for limit in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="limit must be a positive integer or None"):
+            load_prompts(path, limit=limit)

@@ -1,4 +1,4 @@
-"""Tests for paretoalign.synthetic: exact losses, convexity, the true front, criticality, descent, RACO's clip."""
+"""Tests for paretoalign.synthetic.tabular: exact losses, convexity, the true front, criticality, descent, RACO's clip."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from paretoalign.losses import preference_losses
 from paretoalign.pareto import pareto_criticality
-from paretoalign.synthetic import (
+from paretoalign.synthetic.tabular import (
     WEIGHTING_VARIANTS,
     SyntheticConfig,
     TabularProblem,
@@ -18,7 +18,6 @@ from paretoalign.synthetic import (
     descend,
     expected_loss_gradients,
     expected_losses,
-    main,
     make_problem,
     make_weighting,
     preference_angle_degrees,
@@ -257,11 +256,3 @@ def test_every_weighting_variant_builds():
         assert make_weighting(label, [0.5, 0.5], c=0.4, clip_threshold=1e-3) is not None
     with pytest.raises(ValueError):
         make_weighting("nope", [0.5, 0.5], c=0.4, clip_threshold=1e-3)
-
-
-def test_main_quick_prints_every_weighting(capsys):
-    assert main(["--quick"]) == 0
-    printed = capsys.readouterr().out
-    for label in WEIGHTING_VARIANTS:
-        assert label in printed
-    assert "K = 2" in printed and "K = 3" in printed and "clip reaches the gap tolerance" in printed

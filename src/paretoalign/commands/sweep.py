@@ -1,4 +1,4 @@
-r"""Weight sweeps: one training run per (weighting, weight vector), the Pareto front they reach, its hypervolume.
+r"""``paretoalign sweep``: one training run per (weighting, weight vector), the Pareto front they reach, its hypervolume.
 
 For each weighting and each weight vector ``w`` of a simplex grid (``simplex_grid(K, n)``, or vectors given
 explicitly) the preference trainer runs with that weighting and those weights into
@@ -25,14 +25,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
-from paretoalign.config import ParetoPreferenceConfig
-from paretoalign.io import write_json_atomic, write_text_atomic
+from paretoalign.commands.train import train as train_one_run
+from paretoalign.config import parse_config
+from paretoalign.data import load_preferences
+from paretoalign.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from paretoalign.pareto import hypervolume, pareto_mask, simplex_grid
+from paretoalign.trainers.preference import ParetoPreferenceConfig
 from paretoalign.weighting import WEIGHTINGS, validate_weights
 
-__all__ = ["METRICS", "SweepRun", "objective_names", "parse_weight_spec", "plan_sweep", "run_sweep", "summarise_front"]
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+
+__all__ = [
+    "METRICS",
+    "SweepRun",
+    "main",
+    "objective_names",
+    "parse_weight_spec",
+    "plan_sweep",
+    "run_sweep",
+    "summarise_front",
+]
 
 #: Held-out metric per objective -> (reference policy's value, True when larger is better).
 METRICS = {"accuracy": (0.5, True), "margin": (0.0, True), "loss": (math.log(2.0), False)}
@@ -76,10 +94,7 @@ def objective_names(config: ParetoPreferenceConfig) -> list[str]:
         return list(config.objectives)
     if isinstance(config.train_data, dict):
         return list(config.train_data)
-    from paretoalign.data import load_preferences
-    from paretoalign.trainers.preference import resolve_data_source
-
-    return load_preferences(resolve_data_source(config.train_data))[1]
+    return load_preferences(config.train_data)[1]
 
 
 def _run_name(weights: list[float]) -> str:
@@ -141,11 +156,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], objectives: list[str]) ->
 
 def plot_front(path: Path, summary: dict[str, dict[str, Any]], objectives: list[str], metric: str) -> None:
     """front.png: two objectives on the axes (the first two when K > 2), one colour per weighting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     reference_value, larger_is_better = METRICS[metric]
     figure, axes = plt.subplots(figsize=(6.5, 5.0))
     for index, (weighting, entry) in enumerate(summary.items()):
@@ -171,9 +181,7 @@ def plot_front(path: Path, summary: dict[str, dict[str, Any]], objectives: list[
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=130)
     plt.close(figure)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(buffer.getvalue())
-    temporary.replace(path)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def run_sweep(
@@ -186,14 +194,13 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Train every unfinished run of the sweep, then write front.json / front.csv / front.png; returns front.json.
 
-    ``train`` runs one config (default :func:`paretoalign.trainers.preference.run_preference_training`).
+    ``train`` runs one config (default :func:`paretoalign.commands.train.train`).
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}.")
     if config.eval_data is None:
         raise ValueError("a sweep evaluates every run on held-out pairs: set eval_data.")
-    if train is None:
-        from paretoalign.trainers.preference import run_preference_training as train
+    train = train or train_one_run
     output_dir = Path(config.output_dir)
     runs = plan_sweep(output_dir, weightings, weight_vectors)
     for run in runs:
@@ -208,3 +215,32 @@ def run_sweep(
     _write_csv(output_dir / "front.csv", rows, objectives)
     plot_front(output_dir / "front.png", summary, objectives, metric)
     return front
+
+
+def main(config_file: str, weights: str, weightings: str, metric: str, dry_run: bool, overrides: list[str],
+         console: Console) -> int:
+    config = parse_config(ParetoPreferenceConfig, config_file, overrides)
+    objectives = objective_names(config)
+    if len(objectives) < 2:
+        raise ValueError(f"a sweep needs at least two objectives, got {objectives}.")
+    names = [name.strip() for name in weightings.split(",") if name.strip()]
+    vectors = parse_weight_spec(weights, len(objectives))
+    runs = plan_sweep(config.output_dir, names, vectors)
+    if dry_run:
+        table = Table(title=f"sweep plan: {len(runs)} runs over objectives {objectives}")
+        for column in ("weighting", "weights", "run folder", "status"):
+            table.add_column(column)
+        for run in runs:
+            table.add_row(run.weighting, " / ".join(f"{w:.3f}" for w in run.weights), str(run.run_dir),
+                          "done" if run.finished else "to train")
+        console.print(table)
+        return 0
+    front = run_sweep(config, objectives, names, vectors, metric=metric)
+    table = Table(title=f"hypervolume of held-out {metric} (reference point {front['reference_point']})")
+    for column in ("weighting", "runs", "non-dominated", "hypervolume"):
+        table.add_column(column, justify="left" if column == "weighting" else "right")
+    for name, entry in front["weightings"].items():
+        table.add_row(name, str(len(entry["points"])), str(sum(entry["non_dominated"])), f"{entry['hypervolume']:.5f}")
+    console.print(table)
+    console.print(f"[bold]front written to[/bold] {Path(config.output_dir).resolve()}/front.{{json,csv,png}}")
+    return 0

@@ -66,11 +66,7 @@ is the ceiling.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -85,6 +81,7 @@ from paretoalign.pareto import hypervolume, pareto_criticality, simplex_grid
 from paretoalign.weighting import ClippedCAGradWeighting, UserWeighting, get_weighting
 
 __all__ = [
+    "EXACT_OPTIMUM_LABEL",
     "WEIGHTING_VARIANTS",
     "DescentResult",
     "SyntheticConfig",
@@ -97,16 +94,14 @@ __all__ = [
     "descend",
     "expected_loss_gradients",
     "expected_losses",
-    "format_clipping_table",
-    "format_table",
     "hypervolume_reference",
-    "main",
     "make_problem",
     "make_weighting",
     "preference_angle_degrees",
     "run_benchmark",
     "sample_preference_pairs",
     "sampled_losses",
+    "single_threaded",
     "smoothness_constant",
     "solve_weighted_problems",
 ]
@@ -123,6 +118,7 @@ WEIGHTING_VARIANTS: dict[str, tuple[str, dict]] = {
     "raco(clip_target=gradient_norm)": ("raco", {"clip_target": "gradient_norm"}),
 }
 
+#: ``weighting`` of the :func:`run_benchmark` record of the exact weighted-sum minimisers.
 EXACT_OPTIMUM_LABEL = "exact optimum"
 
 
@@ -180,7 +176,7 @@ class TabularProblem:
 
 
 @contextmanager
-def _single_threaded() -> Iterator[None]:
+def single_threaded() -> Iterator[None]:
     """Run torch on one thread inside the block: every tensor here is tiny, and extra threads cost more in
     start-up and contention than they save."""
     previous = torch.get_num_threads()
@@ -344,7 +340,7 @@ class WeightedOptimum:
     iterations: int
 
 
-@_single_threaded()
+@single_threaded()
 def solve_weighted_problems(
     problem: TabularProblem,
     weights: Tensor | np.ndarray,
@@ -397,7 +393,6 @@ def solve_weighted_problems(
     )
 
 
-
 def hypervolume_reference(front_losses: Tensor | np.ndarray) -> np.ndarray:
     """The hypervolume reference point ``nadir + 0.1 (nadir - ideal)`` of a front of losses [M, K] (minimised)."""
     losses = np.asarray(front_losses, dtype=np.float64)
@@ -448,7 +443,7 @@ class DescentResult:
     clip_active_steps: int
 
 
-@_single_threaded()
+@single_threaded()
 def descend(
     problem: TabularProblem,
     weighting: UserWeighting,
@@ -516,7 +511,7 @@ def _front_summary(problem: TabularProblem, front_divisions: int) -> tuple[Weigh
     return front, reference, hypervolume(front.losses.numpy(), reference, maximize=False)
 
 
-@_single_threaded()
+@single_threaded()
 def run_benchmark(config: SyntheticConfig) -> list[dict]:
     """Run every weighting of ``config`` on every user weight vector; one record per weighting.
 
@@ -597,7 +592,7 @@ def _steps_below(values: Tensor, threshold: float) -> int | None:
     return int(below[0, 0]) if len(below) else None
 
 
-@_single_threaded()
+@single_threaded()
 def clipping_study(
     config: SyntheticConfig,
     angles: Sequence[float] = (30.0, 60.0, 90.0, 120.0, 150.0),
@@ -640,50 +635,6 @@ def clipping_study(
     return records
 
 
-def _format_optional(value: float | int | None, spec: str) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
-
-def format_table(records: list[dict]) -> str:
-    """A plain-text table of :func:`run_benchmark` records, one row per weighting."""
-    header = f"{'weighting':<33}{'HV frac':>9}{'eps reached':>13}{'mean steps':>12}{'L_w gap':>11}{'pref. angle':>13}"
-    first = records[0]
-    lines = [
-        f"K = {first['num_objectives']}, angle = {first['angle_degrees']:g} deg, reference point "
-        f"{[round(v, 4) for v in first['reference_point']]}, true-front hypervolume {first['front_hypervolume']:.6g}",
-        header,
-        "-" * len(header),
-    ]
-    for record in records:
-        reached = f"{record['reached_eps']}/{record['num_runs']}" if record["weighting"] != EXACT_OPTIMUM_LABEL else "-"
-        lines.append(
-            f"{record['weighting']:<33}{record['hypervolume_fraction']:>9.4f}{reached:>13}"
-            f"{_format_optional(record['mean_steps_to_eps'], '.1f'):>12}{record['mean_weighted_loss_gap']:>11.2e}"
-            f"{_format_optional(record['mean_preference_angle'], '.1f'):>13}"
-        )
-    return "\n".join(lines)
-
-
-def format_clipping_table(records: list[dict], checkpoints: Sequence[int] = (10, 25)) -> str:
-    """A plain-text table of :func:`clipping_study` records: clipped vs unclipped RACO per angle, c and w."""
-    gap_headers = "".join(f"{f'gap@{t} clip':>14}{'no-clip':>10}" for t in checkpoints)
-    header = (
-        f"{'angle':>6}{'c':>6}{'w':>12}{gap_headers}{'steps clip':>12}{'no-clip':>9}"
-        f"{'eps clip':>10}{'no-clip':>9}{'clip on':>9}"
-    )
-    lines = [header, "-" * len(header)]
-    for r in records:
-        w = "(" + ",".join(f"{v:g}" for v in r["weights"]) + ")"
-        gaps = "".join(f"{r[f'clip_gap_{t}']:>14.2e}{r[f'no_clip_gap_{t}']:>10.2e}" for t in checkpoints)
-        lines.append(
-            f"{r['angle_degrees']:>6g}{r['c']:>6g}{w:>12}{gaps}"
-            f"{_format_optional(r['clip_steps_to_gap'], 'd'):>12}{_format_optional(r['no_clip_steps_to_gap'], 'd'):>9}"
-            f"{_format_optional(r['clip_steps_to_eps'], 'd'):>10}{_format_optional(r['no_clip_steps_to_eps'], 'd'):>9}"
-            f"{r['clip_active_steps']:>9d}"
-        )
-    return "\n".join(lines)
-
-
 def clipping_verdict(records: list[dict]) -> dict[str, int]:
     """Counts over :func:`clipping_study` records of clip faster / equal / slower in steps to the gap tolerance.
 
@@ -699,349 +650,3 @@ def clipping_verdict(records: list[dict]) -> dict[str, int]:
         counts["faster" if clip < no_clip else "slower" if clip > no_clip else "equal"] += 1
     return counts
 
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    defaults = SyntheticConfig()
-    parser = argparse.ArgumentParser(
-        prog="paretoalign synthetic",
-        description="Tabular DPO benchmark with an exact Pareto front: weightings vs the true front, and RACO's clip.",
-    )
-    parser.add_argument("--quick", action="store_true", help="a reduced run (fewer steps, weights, angles; < 30 s)")
-    parser.add_argument("--objectives", type=int, nargs="+", default=[2, 3], help="values of K to run (default: 2 3)")
-    parser.add_argument("--angle", type=float, default=defaults.angle_degrees, help="conflict angle in degrees")
-    parser.add_argument("--steps", type=int, default=None, help="gradient steps per run (default 400, quick 80)")
-    parser.add_argument("--pairs-per-step", type=int, default=None, help="sampled pairs per step (default: exact)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument(
-        "--weightings", nargs="+", default=list(defaults.weightings), choices=list(WEIGHTING_VARIANTS)
-    )
-    parser.add_argument("--no-clipping-study", action="store_true", help="skip the RACO clip vs no-clip study")
-    parser.add_argument("--json", default=None, help="write every record to this JSON file")
-    return parser.parse_args(argv)
-
-
-def _benchmark_config(num_objectives: int, args: argparse.Namespace) -> SyntheticConfig:
-    """The config of one K: the full run, or with ``--quick`` 4 prompts x 4 responses, 80 steps and coarser grids."""
-    quick = args.quick
-    return SyntheticConfig(
-        num_prompts=4 if quick else SyntheticConfig.num_prompts,
-        num_responses=4 if quick else SyntheticConfig.num_responses,
-        num_objectives=num_objectives,
-        angle_degrees=args.angle,
-        max_steps=args.steps or (80 if quick else SyntheticConfig.max_steps),
-        seed=args.seed,
-        weightings=tuple(args.weightings),
-        weight_divisions=(4 if quick else 10) if num_objectives == 2 else (2 if quick else 5),
-        front_divisions=(100 if quick else 400) if num_objectives == 2 else (12 if quick else 40),
-        pairs_per_step=args.pairs_per_step,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark for each requested K, then the K = 2 clipping study; print tables; return 0."""
-    args = _parse_args(argv)
-    output: dict[str, list[dict]] = {}
-    for num_objectives in args.objectives:
-        started = time.perf_counter()
-        records = run_benchmark(_benchmark_config(num_objectives, args))
-        print(format_table(records))
-        print(f"({time.perf_counter() - started:.1f} s)\n")
-        output[f"K={num_objectives}"] = records
-    if not args.no_clipping_study:
-        started = time.perf_counter()
-        config = _benchmark_config(2, args)
-        study = clipping_study(config, angles=(120.0,) if args.quick else (30.0, 60.0, 90.0, 120.0, 150.0))
-        print("RACO clip vs clip=False, K = 2, w and c as listed: weighted-loss gap L_w - min L_w after 10 and 25 steps,")
-        print(f"steps until the gap < 1e-6 and until sqrt(criticality) < {config.eps:g} (of {config.max_steps})")
-        print(format_clipping_table(study))
-        verdict = clipping_verdict(study)
-        print(
-            f"clip reaches the gap tolerance faster in {verdict['faster']}, as fast in {verdict['equal']}, "
-            f"slower in {verdict['slower']} of {len(study)} settings"
-        )
-        print(f"({time.perf_counter() - started:.1f} s)")
-        output["clipping_study"] = study
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(output, handle, indent=1)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-# =====================================================================================================================
-# Transfer from imperfect reward models (TPO) on a tabular KL-regularised bandit
-# =====================================================================================================================
-r"""A contextual bandit with exact ground truth for :mod:`paretoalign.trainers.transfer`.
-
-X prompts (uniform), Y responses, reference logits ``theta_ref`` [X, Y] (Gaussian, standard deviation
-``reference_spread``), a true reward ``r*`` [X, Y] in ``[0, reward_scale]`` that is anti-correlated with the
-reference logits (the best responses are the ones the reference rarely samples: a coverage problem), and W
-source rewards at controlled distances from ``r*``: ``good = r* + noise`` (small noise), ``biased`` (mostly the
-reference's own preference, ``0.3 r* + reward_scale * z(theta_ref)``, z = per-prompt standardisation) and
-``adversarial = -r* + noise``.
-
-Objective: ``J(pi) = E_x[ sum_y pi(y|x) r*(x, y) - beta KL(pi(.|x) || pi_ref(.|x)) ]``, maximised by
-``pi*(y|x) = pi_ref(y|x) exp(r*(x, y) / beta) / Z(x)`` with ``J(pi*) = beta E_x[log Z(x)]``. Progress is the
-normalised value ``v(pi) = (J(pi) - J(pi_ref)) / (J(pi*) - J(pi_ref))``: 0 for the reference, 1 for ``pi*``.
-
-The empirical algorithm, simulated: iterations of ``prompts_per_iteration`` prompts; per prompt the
-:class:`paretoalign.trainers.transfer.UCBSourceSelector` picks an arm, n responses are sampled from the current
-tabular policy, a picked source's top ``num_replaced`` of m extra samples replace the first responses, and the
-oracle (r*) ranks the n exactly (:func:`paretoalign.trainers.transfer.ranking_from_scores`; one query). The pair is
-(best, worst); its label is then drawn from Bradley-Terry, ``P(best > worst) = sigmoid(r*(best) - r*(worst))``.
-A Bradley-Terry label keeps the DPO population minimiser at ``pi*`` for any pair distribution
-(``beta (r(a) - r(b)) = r*(a) - r*(b)`` with ``r = theta - theta_ref``), so the normalised value can reach 1;
-a deterministic label would push DPO's logits to infinity and past ``pi*``. Each iteration then takes
-``steps_per_iteration`` full-batch gradient steps of size ``learning_rate`` on the mean DPO loss of the iteration's
-pairs (:func:`paretoalign.losses.preference_losses`), starting from the previous policy, as the language-model
-trainer does. With a constant step the value settles into a noise band below 1 (roughly 0.8-0.95 here), so the
-90% target sits near the top of what a run reaches and some runs miss it within the budget; the table counts them.
-The measurement is the number of oracle queries (labels) spent when ``v`` first reaches ``target_fraction``, checked
-after every iteration.
-"""
-
-
-__all__ += [
-    "TRANSFER_VARIANTS",
-    "TransferBandit",
-    "TransferBanditConfig",
-    "format_transfer_table",
-    "kl_regularised_value",
-    "make_transfer_bandit",
-    "normalised_value",
-    "optimal_policy_logits",
-    "optimal_value",
-    "simulate_transfer",
-    "transfer_benchmark",
-    "transfer_main",
-]
-
-
-@dataclass
-class TransferBanditConfig:
-    """Settings of the tabular transfer benchmark (see the section docstring above)."""
-
-    num_prompts: int = 4
-    num_responses: int = 20
-    beta: float = 0.5
-    reward_scale: float = 4.0
-    reference_spread: float = 2.0
-    source_noise: float = 0.1
-    n: int = 8
-    m: int = 32
-    num_replaced: int = 4
-    refresh_prompts: int = 10
-    self_win_score: float = 0.55
-    prompts_per_iteration: int = 20
-    steps_per_iteration: int = 10
-    learning_rate: float = 2.0
-    label_budget: int = 4000
-    target_fraction: float = 0.9
-    seed: int = 0
-
-
-@dataclass
-class TransferBandit:
-    """Reference logits [X, Y], true reward [X, Y], source rewards by name -> [X, Y], and beta."""
-
-    theta_ref: Tensor
-    true_reward: Tensor
-    sources: dict[str, Tensor]
-    beta: float
-
-
-#: Benchmark variant -> the sources it may transfer from.
-TRANSFER_VARIANTS: dict[str, tuple[str, ...]] = {
-    "no transfer": (),
-    "transfer: good + bad sources": ("good", "biased", "adversarial"),
-    "transfer: only bad sources": ("biased", "adversarial"),
-}
-
-
-def _standardised(table: Tensor) -> Tensor:
-    centred = table - table.mean(dim=-1, keepdim=True)
-    return centred / centred.std(dim=-1, keepdim=True)
-
-
-def make_transfer_bandit(config: TransferBanditConfig) -> TransferBandit:
-    """The instance of ``config.seed`` (construction in the section docstring)."""
-    generator = torch.Generator().manual_seed(config.seed)
-    shape = (config.num_prompts, config.num_responses)
-    theta_ref = config.reference_spread * torch.randn(shape, generator=generator, dtype=torch.float64)
-    mixed = -0.7 * _standardised(theta_ref) + 0.7 * torch.randn(shape, generator=generator, dtype=torch.float64)
-    low, high = mixed.min(dim=-1, keepdim=True).values, mixed.max(dim=-1, keepdim=True).values
-    true_reward = config.reward_scale * (mixed - low) / (high - low)
-    noise = config.source_noise * config.reward_scale
-    sources = {
-        "good": true_reward + noise * torch.randn(shape, generator=generator, dtype=torch.float64),
-        "biased": 0.3 * true_reward + config.reward_scale * _standardised(theta_ref),
-        "adversarial": -true_reward + noise * torch.randn(shape, generator=generator, dtype=torch.float64),
-    }
-    return TransferBandit(theta_ref=theta_ref, true_reward=true_reward, sources=sources, beta=config.beta)
-
-
-def kl_regularised_value(theta: Tensor, bandit: TransferBandit) -> float:
-    """``J(pi_theta) = mean_x [sum_y pi r* - beta KL(pi || pi_ref)]``."""
-    log_pi = torch.log_softmax(theta, dim=-1)
-    log_ref = torch.log_softmax(bandit.theta_ref, dim=-1)
-    pi = log_pi.exp()
-    per_prompt = (pi * bandit.true_reward).sum(-1) - bandit.beta * (pi * (log_pi - log_ref)).sum(-1)
-    return float(per_prompt.mean())
-
-
-def optimal_policy_logits(bandit: TransferBandit) -> Tensor:
-    """Logits of ``pi* ∝ pi_ref exp(r* / beta)``."""
-    return bandit.theta_ref + bandit.true_reward / bandit.beta
-
-
-def optimal_value(bandit: TransferBandit) -> float:
-    """``J(pi*) = beta mean_x log sum_y pi_ref(y|x) exp(r*(x, y) / beta)``."""
-    log_ref = torch.log_softmax(bandit.theta_ref, dim=-1)
-    return float((bandit.beta * torch.logsumexp(log_ref + bandit.true_reward / bandit.beta, dim=-1)).mean())
-
-
-def normalised_value(theta: Tensor, bandit: TransferBandit) -> float:
-    """``(J(pi) - J(pi_ref)) / (J(pi*) - J(pi_ref))``: 0 at the reference, 1 at the optimum."""
-    reference = kl_regularised_value(bandit.theta_ref, bandit)
-    return (kl_regularised_value(theta, bandit) - reference) / (optimal_value(bandit) - reference)
-
-
-def _dpo_steps(theta: Tensor, bandit: TransferBandit, pairs: list[tuple[int, int, int]], steps: int, lr: float) -> Tensor:
-    """``steps`` gradient steps on the mean DPO loss of (prompt, preferred, rejected) pairs; returns new logits."""
-    prompts, preferred, rejected = (torch.tensor(column) for column in zip(*pairs))
-    labels = torch.ones((len(pairs), 1), dtype=torch.long)
-    theta = theta.clone()
-    for _ in range(steps):
-        parameters = theta.detach().requires_grad_(True)
-        log_ratio = parameters - bandit.theta_ref  # the softmax normalisers cancel in the difference
-        delta = log_ratio[prompts, preferred] - log_ratio[prompts, rejected]
-        loss = preference_losses(delta, labels, bandit.beta, "sigmoid")[0]
-        (gradient,) = torch.autograd.grad(loss, parameters)
-        theta = theta - lr * gradient
-    return theta
-
-
-def simulate_transfer(config: TransferBanditConfig, source_names: Sequence[str], run_seed: int) -> dict:
-    """One run of the empirical algorithm on ``make_transfer_bandit(config)`` until ``label_budget`` labels.
-
-    Returns ``labels_to_target`` (None: not reached), the ``curve`` of (labels, normalised value) after each
-    iteration, the final value and the selector's picks and wins.
-    """
-    from paretoalign.tpo import UCBSourceSelector, ranking_from_scores, replace_with_transferred
-
-    bandit = make_transfer_bandit(config)
-    generator = torch.Generator().manual_seed(run_seed)
-    selector = UCBSourceSelector(list(source_names), config.refresh_prompts, config.self_win_score, seed=run_seed)
-    theta = bandit.theta_ref.clone()
-    labels, curve, labels_to_target = 0, [(0, 0.0)], None
-    while labels + config.prompts_per_iteration <= config.label_budget:
-        pairs = []
-        done = 0
-        while done < config.prompts_per_iteration:
-            count = min(selector.prompts_until_refresh(), config.prompts_per_iteration - done)
-            for arm in selector.next_picks(count):
-                x = int(torch.randint(config.num_prompts, (1,), generator=generator))
-                pi = torch.softmax(theta[x], dim=-1)
-                responses = torch.multinomial(pi, config.n, replacement=True, generator=generator).tolist()
-                supplied: list[int] = []
-                if arm != "self":
-                    pool = torch.multinomial(pi, config.m, replacement=True, generator=generator).tolist()
-                    scores = bandit.sources[arm][x, pool].tolist()
-                    responses, supplied = replace_with_transferred(responses, pool, scores, config.num_replaced)
-                ranking = ranking_from_scores(bandit.true_reward[x, responses].tolist())
-                labels += ranking.cost
-                selector.record(arm, ranking.best in supplied)
-                if ranking.worst is None or responses[ranking.best] == responses[ranking.worst]:
-                    continue
-                best, worst = responses[ranking.best], responses[ranking.worst]
-                margin = float(bandit.true_reward[x, best] - bandit.true_reward[x, worst])
-                best_wins = float(torch.rand(1, generator=generator, dtype=torch.float64)) < 1 / (1 + math.exp(-margin))
-                pairs.append((x, best, worst) if best_wins else (x, worst, best))
-            done += count
-        if pairs:
-            theta = _dpo_steps(theta, bandit, pairs, config.steps_per_iteration, config.learning_rate)
-        value = normalised_value(theta, bandit)
-        curve.append((labels, value))
-        if labels_to_target is None and value >= config.target_fraction:
-            labels_to_target = labels
-    return {
-        "labels_to_target": labels_to_target,
-        "final_value": curve[-1][1],
-        "curve": curve,
-        "picks": {arm: selector.picks[arm] + selector.pending_picks[arm] for arm in selector.arms},
-        "wins": {arm: selector.wins[arm] + selector.pending_wins[arm] for arm in selector.arms},
-    }
-
-
-@_single_threaded()
-def transfer_benchmark(config: TransferBanditConfig, seeds: Sequence[int]) -> list[dict]:
-    """Every variant of :data:`TRANSFER_VARIANTS` on every seed (the instance and the run use the seed);
-    one record per variant with the per-seed runs and the mean and standard deviation of the labels to target
-    over the seeds that reached it."""
-    records = []
-    for label, source_names in TRANSFER_VARIANTS.items():
-        runs = []
-        for seed in seeds:
-            run_config = TransferBanditConfig(**{**asdict(config), "seed": seed})
-            runs.append({"seed": seed, **simulate_transfer(run_config, source_names, run_seed=seed)})
-        reached = [run["labels_to_target"] for run in runs if run["labels_to_target"] is not None]
-        total_picks: dict[str, int] = {}
-        for run in runs:
-            for arm, count in run["picks"].items():
-                total_picks[arm] = total_picks.get(arm, 0) + count
-        records.append({
-            "variant": label,
-            "sources": list(source_names),
-            "reached": len(reached),
-            "num_runs": len(runs),
-            "mean_labels": float(np.mean(reached)) if reached else None,
-            "std_labels": float(np.std(reached)) if reached else None,
-            "mean_final_value": float(np.mean([run["final_value"] for run in runs])),
-            "pick_share": {arm: count / sum(total_picks.values()) for arm, count in total_picks.items()},
-            "runs": runs,
-        })
-    return records
-
-
-def format_transfer_table(records: list[dict], config: TransferBanditConfig) -> str:
-    """A plain-text table of :func:`transfer_benchmark` records."""
-    header = (f"{'variant':<31}{'reached':>9}{'labels to ' + format(config.target_fraction, '.0%'):>20}"
-              f"{'final v':>9}  arm share (all prompts)")
-    lines = [header, "-" * (len(header) + 20)]
-    for record in records:
-        labels = ("-" if record["mean_labels"] is None
-                  else f"{record['mean_labels']:.0f} ± {record['std_labels']:.0f}")
-        shares = ", ".join(f"{arm} {share:.2f}" for arm, share in record["pick_share"].items())
-        lines.append(f"{record['variant']:<31}{record['reached']:>5}/{record['num_runs']:<3}{labels:>20}"
-                     f"{record['mean_final_value']:>9.3f}  {shares}")
-    return "\n".join(lines)
-
-
-def transfer_main(argv: list[str] | None = None) -> int:
-    """``python benchmarks/transfer.py [--seeds 0 1 2 3 4] [--budget N] [--json FILE]``: print the table."""
-    defaults = TransferBanditConfig()
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/transfer.py",
-        description="Labels needed to reach 90% of the optimal KL-regularised value, with and without transfer.",
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5, 6, 7])
-    parser.add_argument("--budget", type=int, default=defaults.label_budget, help="labels per run")
-    parser.add_argument("--target", type=float, default=defaults.target_fraction, help="normalised value to reach")
-    parser.add_argument("--json", default=None, help="write every record to this JSON file")
-    args = parser.parse_args(argv)
-    config = TransferBanditConfig(label_budget=args.budget, target_fraction=args.target)
-    started = time.perf_counter()
-    records = transfer_benchmark(config, args.seeds)
-    print(f"{config.num_prompts} prompts x {config.num_responses} responses, beta {config.beta}, r* in "
-          f"[0, {config.reward_scale}], n {config.n}, m {config.m}, {config.num_replaced} replaced, refresh every "
-          f"{config.refresh_prompts} prompts, {config.prompts_per_iteration} prompts/iteration, "
-          f"{config.steps_per_iteration} DPO steps of {config.learning_rate:g}/iteration, seeds {args.seeds}")
-    print(format_transfer_table(records, config))
-    print(f"({time.perf_counter() - started:.1f} s)")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(records, handle, indent=1)
-    return 0

@@ -8,7 +8,6 @@ from fractions import Fraction
 import pytest
 import torch
 
-from conftest import tiny_llama_config
 from paretoalign.rewards import (
     REWARDS,
     AnswerReward,
@@ -415,21 +414,22 @@ def test_text_rewards_never_raise_on_odd_completions(reward):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def build_sequence_classifier(vocab_size: int, num_labels: int):
-    """A 2-layer Llama reward model with random weights and no pad_token_id in its config."""
+def build_sequence_classifier(config):
+    """A Llama reward model with random weights (seed 0); the tiny configs have no pad_token_id."""
     from transformers import LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    return LlamaForSequenceClassification(tiny_llama_config(vocab_size, num_labels=num_labels))
+    return LlamaForSequenceClassification(config)
 
 
 @pytest.fixture(scope="module")
-def reward_model_dirs(tmp_path_factory, tiny_tokenizer):
+def reward_model_dirs(tmp_path_factory, tiny_tokenizer, make_tiny_llama_config):
     """Saved reward models with one and with two labels, with the tiny tokenizer."""
     directories = {}
     for num_labels in (1, 2):
         path = tmp_path_factory.mktemp(f"reward-model-{num_labels}")
-        build_sequence_classifier(len(tiny_tokenizer), num_labels).save_pretrained(path)
+        config = make_tiny_llama_config(len(tiny_tokenizer), num_labels=num_labels)
+        build_sequence_classifier(config).save_pretrained(path)
         tiny_tokenizer.save_pretrained(path)
         directories[num_labels] = path
     return directories

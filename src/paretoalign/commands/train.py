@@ -1,0 +1,111 @@
+"""``paretoalign train``: one multi-objective preference run, top to bottom.
+
+Build (policy, LoRA, training and held-out pairs) -> held-out metrics before training -> train
+(:class:`paretoalign.trainers.preference.ParetoPreferenceTrainer`) -> held-out metrics after -> write ``model/``
+(adapter or full weights with the tokenizer, loadable with ``from_pretrained``), ``config.yaml``, TensorBoard logs
+and ``metrics.json`` -> print the before / after table.
+
+At initialisation the policy is the reference (a fresh LoRA adapter is zero; full fine-tuning copies the weights),
+so the held-out log-probabilities scored before training are the reference's, and are reused after training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import set_seed
+
+from paretoalign.config import config_to_dict, parse_config
+from paretoalign.io import write_json_atomic, write_yaml_atomic
+from paretoalign.models import load_policy, save_policy
+from paretoalign.scoring import dataset_logps, preference_report
+from paretoalign.trainers.preference import ParetoPreferenceConfig, ParetoPreferenceTrainer, prepare_preference_data
+
+__all__ = ["main", "print_before_after", "resume_argument", "train"]
+
+
+def resume_argument(value: str | None) -> str | bool | None:
+    """``resume_from_checkpoint``: a checkpoint folder, or ``last`` / ``true`` for the newest in output_dir."""
+    if isinstance(value, str) and value.strip().lower() in ("last", "true"):
+        return True
+    return value
+
+
+def train(config: ParetoPreferenceConfig) -> dict[str, Any]:
+    """Train one model end to end into ``config.output_dir`` (see the module docstring); returns ``metrics.json``."""
+    if config.train_data is None:
+        raise ValueError("train_data is not set: give a file of multi-labelled pairs or a mapping objective -> file.")
+    set_seed(config.seed)
+    model, tokenizer = load_policy(config.model_name_or_path, cache_dir=config.model_cache_dir)
+    train_set, names = prepare_preference_data(
+        config, config.train_data, tokenizer, config.objectives, config.max_train_pairs, "train"
+    )
+    weights = config.resolved_weights(names)
+    eval_set = None
+    if config.eval_data is not None:
+        eval_set, _ = prepare_preference_data(config, config.eval_data, tokenizer, names, config.max_eval_pairs, "eval")
+    model = config.with_lora(model).to(config.device)
+    average = config.loss_type == "ipo"
+    batch_size = config.per_device_eval_batch_size
+    metrics: dict[str, Any] = {"objectives": names, "weights": weights}
+
+    eval_reference = None
+    if eval_set is not None:
+        eval_labels = torch.tensor(eval_set["labels"])
+        eval_reference = dataset_logps(model, eval_set, tokenizer.pad_token_id, batch_size, average,
+                                       "held-out pairs (reference)")
+        metrics["before"] = preference_report(eval_reference, eval_reference, eval_labels, names, config.beta,
+                                              config.loss_type)
+    if config.precompute_ref_logps:
+        train_reference = dataset_logps(model, train_set, tokenizer.pad_token_id, batch_size, average,
+                                        "training pairs (reference)")
+        train_set = train_set.add_column("reference_logps_a", train_reference[:, 0].tolist())
+        train_set = train_set.add_column("reference_logps_b", train_reference[:, 1].tolist())
+
+    trainer = ParetoPreferenceTrainer(
+        model=model, args=config, objective_names=names, train_dataset=train_set, processing_class=tokenizer
+    )
+    output_dir = Path(config.output_dir)
+    if config.should_save:  # the main process writes the run's files; every process trains
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml_atomic(output_dir / "config.yaml", config_to_dict(config))
+    result = trainer.train(resume_from_checkpoint=resume_argument(config.resume_from_checkpoint))
+    metrics["train"] = {"steps": result.global_step, "loss": result.training_loss, **result.metrics}
+    metrics["log_history"] = trainer.state.log_history
+
+    if eval_set is not None:
+        after = dataset_logps(model, eval_set, tokenizer.pad_token_id, batch_size, average, "held-out pairs (trained)")
+        metrics["after"] = preference_report(after, eval_reference, eval_labels, names, config.beta, config.loss_type)
+    if config.should_save:
+        save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir / "model")
+        write_json_atomic(output_dir / "metrics.json", metrics)
+    trainer.accelerator.wait_for_everyone()
+    return metrics
+
+
+def print_before_after(metrics: dict, console: Console) -> None:
+    """A table of each objective's held-out accuracy and margin before and after training."""
+    if "before" not in metrics or "after" not in metrics:
+        return
+    table = Table(title="held-out preference metrics (implicit reward; a tie counts 1/2)")
+    for column in ("objective", "weight", "pairs", "acc. before", "acc. after", "margin after", "loss before",
+                   "loss after"):
+        table.add_column(column, justify="right" if column != "objective" else "left")
+    for name, weight in zip(metrics["objectives"], metrics["weights"]):
+        before, after = metrics["before"][name], metrics["after"][name]
+        table.add_row(name, f"{weight:.2f}", str(after["pairs"]), f"{before['accuracy']:.3f}",
+                      f"{after['accuracy']:.3f}", f"{after['margin']:+.4f}", f"{before['loss']:.4f}",
+                      f"{after['loss']:.4f}")
+    console.print(table)
+
+
+def main(config_file: str | None, overrides: list[str], console: Console) -> int:
+    config = parse_config(ParetoPreferenceConfig, config_file, overrides)
+    metrics = train(config)
+    print_before_after(metrics, console)
+    console.print(f"[bold]run written to[/bold] {Path(config.output_dir).resolve()}")
+    return 0

@@ -1,0 +1,139 @@
+r"""The one generation loop: completions of a policy for a list of prompts, batched, greedy or sampled.
+
+Every command that generates (held-out scores of ``paretoalign eval`` and ``paretoalign rl``, the on-policy samples and
+the held-out win rate of ``paretoalign transfer``) goes through :func:`generate_completions`:
+
+* prompts are token ids from :func:`encode_prompts` (a message list is rendered with the tokenizer's chat template and
+  its generation prompt; an HH-RLHF ``Human: ... Assistant:`` transcript optionally too; the last
+  ``max_prompt_tokens`` tokens are kept);
+* each ``model.generate`` call holds at most ``batch_size`` sequences (prompts x ``num_return_sequences``), left
+  padded with the pad token;
+* decoding is greedy, or pure sampling at ``temperature`` (``top_k = 0``, ``top_p = 1``: the model's own generation
+  config cannot narrow it);
+* a completion is its generated ids up to and including the first end-of-sequence id (the tokenizer's EOS and the
+  model's generation-config EOS ids), and its text is those ids decoded without special tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from paretoalign.data import prompt_token_ids, transcript_messages
+
+__all__ = ["Completion", "encode_prompts", "end_of_sequence_ids", "generate_completions", "trim_at_end_of_sequence"]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A generated response: its text (what rewards and judges read) and its token ids (what training uses)."""
+
+    text: str
+    token_ids: list[int]
+
+
+def encode_prompts(
+    tokenizer,
+    prompts: Sequence[str | list[dict]],
+    *,
+    add_special_tokens: bool,
+    render_transcripts: bool = False,
+    max_prompt_tokens: int | None = None,
+) -> list[list[int]]:
+    """Token ids of prompts.
+
+    A message list is rendered with the chat template and the generation prompt (the template carries its own
+    special tokens); with ``render_transcripts`` and a tokenizer that has a chat template, so is a string, read as an
+    HH-RLHF transcript (:func:`paretoalign.data.transcript_messages`). Other strings are tokenised as the preference
+    trainer tokenises prompts with ``add_special_tokens`` (:func:`paretoalign.data.prompt_token_ids`: the BOS, never
+    doubled), or as they are without it (TRL's GRPOTrainer). ``max_prompt_tokens`` keeps the last tokens.
+    """
+    encoded = []
+    for prompt in prompts:
+        if isinstance(prompt, str) and render_transcripts and tokenizer.chat_template:
+            prompt = transcript_messages(prompt)
+        if isinstance(prompt, list):
+            text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        elif add_special_tokens:
+            ids = prompt_token_ids(tokenizer, [prompt])[0]
+        else:
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        encoded.append(ids[-max_prompt_tokens:] if max_prompt_tokens else ids)
+    return encoded
+
+
+def end_of_sequence_ids(model: nn.Module, tokenizer) -> set[int]:
+    """The ids that end a completion: the tokenizer's EOS and every EOS id of the model's generation config."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def trim_at_end_of_sequence(generated: Sequence[int], eos_ids: set[int]) -> list[int]:
+    """``generated`` up to and including its first end-of-sequence id (all of it when there is none)."""
+    for position, token in enumerate(generated):
+        if token in eos_ids:
+            return list(generated[: position + 1])
+    return list(generated)
+
+
+@torch.no_grad()
+def generate_completions(
+    model: nn.Module,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    num_return_sequences: int = 1,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    batch_size: int = 16,
+) -> list[list[Completion]]:
+    """``num_return_sequences`` completions per prompt (see the module docstring), in prompt order.
+
+    The model runs in eval mode and is returned to its previous mode.
+    """
+    if max_new_tokens < 1 or num_return_sequences < 1 or batch_size < 1:
+        raise ValueError("max_new_tokens, num_return_sequences and batch_size must be at least 1.")
+    device = next(model.parameters()).device
+    eos_ids = end_of_sequence_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {
+        "do_sample": False}
+    prompts_per_call = max(1, batch_size // num_return_sequences)
+    was_training = model.training
+    model.eval()
+    results: list[list[Completion]] = []
+    try:
+        for start in range(0, len(prompt_ids), prompts_per_call):
+            rows = [list(ids) for ids in prompt_ids[start : start + prompts_per_call]]
+            width = max(len(row) for row in rows)
+            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for index, row in enumerate(rows):
+                input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+                attention_mask[index, width - len(row) :] = 1
+            output = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=num_return_sequences,
+                pad_token_id=pad_id,
+                **sampling,
+            )
+            generated = output[:, width:].tolist()
+            for index in range(len(rows)):
+                completions = []
+                for row in generated[index * num_return_sequences : (index + 1) * num_return_sequences]:
+                    ids = trim_at_end_of_sequence(row, eos_ids)
+                    completions.append(Completion(tokenizer.decode(ids, skip_special_tokens=True), ids))
+                results.append(completions)
+    finally:
+        model.train(was_training)
+    return results
