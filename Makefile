@@ -23,11 +23,13 @@ $(VENV)/.demo-installed: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
+# The docs site must build without a warning (broken references fail), then the test suite runs.
 test: $(VENV)/.installed
+	$(BIN)/mkdocs build --strict --quiet --site-dir "$$(mktemp -d)"
 	$(BIN)/python -m pytest
 
 demo: $(VENV)/.demo-installed
 	$(BIN)/paretoalign demo
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

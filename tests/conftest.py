@@ -78,6 +78,13 @@ def build_tiny_llama(vocab_size: int, seed: int = 0):
     return LlamaForCausalLM(tiny_llama_config(vocab_size, tie_word_embeddings=False))
 
 
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch):
+    """Every test sees a 1000-column console, whatever the terminal it runs in: rich tables keep their cells whole.
+    A test that checks behaviour at another width sets ``COLUMNS`` itself."""
+    monkeypatch.setenv("COLUMNS", "1000")
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tiny_tokenizer()

@@ -8,13 +8,15 @@ import math
 import pytest
 import torch
 
-from conftest import build_tiny_llama, build_tiny_tokenizer
 from paretoalign.advantages import (
+    apply_conditions,
     conditional_rewards,
     decoupled_advantages,
+    distinct_per_group,
     gdpo_advantages,
     grpo_advantages,
 )
+from paretoalign.trainers.grpo import resolve_conditions
 
 NAN = math.nan
 EPS = 1e-4
@@ -82,13 +84,13 @@ PARITY_CASES = _parity_cases()
 
 
 @pytest.fixture(scope="module")
-def trl_advantages(tmp_path_factory):
+def trl_advantages(tmp_path_factory, tiny_tokenizer, make_tiny_llama):
     """Advantages computed by TRL's GRPOTrainer for a given reward matrix and configuration."""
     pytest.importorskip("trl")
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = tiny_tokenizer
     output_dir = tmp_path_factory.mktemp("grpo")
     scored = {}
 
@@ -118,7 +120,7 @@ def trl_advantages(tmp_path_factory):
             save_strategy="no",
         )
         trainer = GRPOTrainer(
-            model=build_tiny_llama(len(tokenizer)),
+            model=make_tiny_llama(len(tokenizer)),
             processing_class=tokenizer,
             reward_funcs=[reward_function(column) for column in range(num_rewards)],
             args=config,
@@ -226,6 +228,18 @@ def test_paper_example_totals_0_1_and_0_2_and_1_2():
 
     # Batch step: mean 0, sum of squares 1/2 * 4 + 2 * 2 = 6, unbiased std sqrt(6 / 5).
     assert_equal_values(gdpo_advantages(rewards, group_size=2, eps=0.0), sums / math.sqrt(6 / 5))
+
+
+def test_distinct_per_group_shows_the_gdpo_collapse():
+    # Liu et al. 2026, Sec. 3: two binary rewards, groups of two, all 16 ways to score a group.
+    scores = [(a, b) for a in (0.0, 1.0) for b in (0.0, 1.0)]
+    rewards = torch.tensor([[first, second] for first in scores for second in scores]).reshape(32, 2)
+    grpo, gdpo = grpo_advantages(rewards, 2), gdpo_advantages(rewards, 2)
+    assert distinct_per_group(grpo, 32) == 3  # 0 and +-0.7071, whatever the totals
+    assert distinct_per_group(gdpo, 32) == 5  # 0, +-0.98, +-1.97: one or both rewards differ
+    # Within a group: 6 constant groups (1 value), 10 others (2 values).
+    assert distinct_per_group(grpo, 2) == distinct_per_group(gdpo, 2) == (6 * 1 + 10 * 2) / 16
+    assert distinct_per_group(rewards, 2) == (4 * 1 + 12 * 2) / 16
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -376,6 +390,36 @@ def test_conditional_rewards_single_target_index():
     rewards = torch.tensor([[1.0, 2.0, 3.0], [0.0, 2.0, 3.0]])
     conditioned = conditional_rewards(rewards, condition_index=0, threshold=1.0, targets=2)
     assert conditioned.tolist() == [[1.0, 2.0, 3.0], [0.0, 2.0, 0.0]]
+
+
+def test_conditional_rewards_on_hand_made_matrices():
+    names = ["answer", "length", "format"]
+    rewards = torch.tensor(
+        [
+            [1.0, 0.7, 1.0],  # correct and formatted: length counts
+            [0.0, 0.9, 1.0],  # wrong: length -> 0
+            [1.0, 0.4, 0.0],  # correct, unformatted: length -> 0 (second condition)
+            [NAN, 0.5, 1.0],  # answer unscored: condition not reached
+            [1.0, NAN, 1.0],  # length unscored stays unscored
+        ]
+    )
+    specs = [
+        {"reward": "length", "condition": "answer", "threshold": 1.0},
+        {"reward": 1, "condition": 2, "threshold": 0.5},
+    ]
+    conditions = resolve_conditions(specs, names)
+    conditioned = apply_conditions(rewards, conditions)
+    expected = rewards.clone()
+    expected[:, 1] = torch.tensor([0.7, 0.0, 0.0, 0.0, NAN])
+    torch.testing.assert_close(conditioned, expected, rtol=0, atol=0, equal_nan=True)
+    # A single condition is exactly paretoalign.advantages.conditional_rewards.
+    torch.testing.assert_close(
+        apply_conditions(rewards, conditions[:1]), conditional_rewards(rewards, 0, 1.0, [1]), equal_nan=True
+    )
+    with pytest.raises(ValueError, match=r"conditional_rewards\[0\].reward: unknown reward 'size'"):
+        resolve_conditions([{"reward": "size", "condition": "answer", "threshold": 1}], names)
+    with pytest.raises(ValueError, match="cannot be its own condition"):
+        resolve_conditions([{"reward": 0, "condition": "answer", "threshold": 1}], names)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,8 +9,6 @@ from peft import LoraConfig, get_peft_model
 from paretoalign.engine import ObjectiveGradients
 from paretoalign.weighting import get_weighting
 
-from conftest import build_tiny_llama
-
 
 def three_objective_losses(model, input_ids):
     logits = model(input_ids=input_ids).logits
@@ -18,8 +16,8 @@ def three_objective_losses(model, input_ids):
     return torch.stack([-logps[:2].mean(), logps[2:].mean(), logps[0] - logps[3]]) * 0.01
 
 
-def build(lora: bool, vocab: int):
-    model = build_tiny_llama(vocab, seed=0)
+def build(make_tiny_llama, lora: bool, vocab: int):
+    model = make_tiny_llama(vocab, seed=0)
     if lora:
         torch.manual_seed(1)
         config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -31,8 +29,8 @@ def trainable_vector(model):
     return torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
 
 
-def one_step(mode: str, lora: bool, vocab: int, weighting_name: str = "raco"):
-    model = build(lora, vocab)
+def one_step(make_tiny_llama, mode: str, lora: bool, vocab: int, weighting_name: str = "raco"):
+    model = build(make_tiny_llama, lora, vocab)
     engine = ObjectiveGradients(model, get_weighting(weighting_name, [0.2, 0.3, 0.5]), mode=mode)
     input_ids = torch.randint(0, vocab, (4, 12), generator=torch.Generator().manual_seed(2))
     step = engine.backward(three_objective_losses(model, input_ids))
@@ -42,27 +40,27 @@ def one_step(mode: str, lora: bool, vocab: int, weighting_name: str = "raco"):
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 @pytest.mark.parametrize("weighting_name", ["raco", "upgrad"])
-def test_exact_and_autogram_agree(tiny_tokenizer, lora, weighting_name):
-    exact, params_exact = one_step("exact", lora, len(tiny_tokenizer), weighting_name)
-    autogram, params_autogram = one_step("autogram", lora, len(tiny_tokenizer), weighting_name)
+def test_exact_and_autogram_agree(tiny_tokenizer, make_tiny_llama, lora, weighting_name):
+    exact, params_exact = one_step(make_tiny_llama, "exact", lora, len(tiny_tokenizer), weighting_name)
+    autogram, params_autogram = one_step(make_tiny_llama, "autogram", lora, len(tiny_tokenizer), weighting_name)
     assert exact.finite and autogram.finite
     assert torch.allclose(exact.gram, autogram.gram, rtol=1e-4, atol=1e-10)
     assert torch.allclose(exact.alpha, autogram.alpha, atol=1e-5)
     assert torch.allclose(params_exact, params_autogram, atol=1e-5)
     # The step really moved the parameters.
-    assert not torch.allclose(params_exact, trainable_vector(build(lora, len(tiny_tokenizer))))
+    assert not torch.allclose(params_exact, trainable_vector(build(make_tiny_llama, lora, len(tiny_tokenizer))))
 
 
 @pytest.mark.parametrize("mode", ["exact", "autogram"])
-def test_weighted_sum_gives_the_gradient_of_the_scalarised_loss(tiny_tokenizer, mode):
+def test_weighted_sum_gives_the_gradient_of_the_scalarised_loss(tiny_tokenizer, make_tiny_llama, mode):
     vocab = len(tiny_tokenizer)
     input_ids = torch.randint(0, vocab, (4, 12), generator=torch.Generator().manual_seed(3))
     weights = torch.tensor([0.2, 0.3, 0.5])
 
-    reference = build(True, vocab)
+    reference = build(make_tiny_llama, True, vocab)
     (three_objective_losses(reference, input_ids) @ weights).backward()
 
-    model = build(True, vocab)
+    model = build(make_tiny_llama, True, vocab)
     engine = ObjectiveGradients(model, get_weighting("weighted_sum", weights), mode=mode)
     step = engine.backward(three_objective_losses(model, input_ids))
     assert step.alpha.tolist() == pytest.approx(weights.tolist())

@@ -8,21 +8,19 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+import paretoalign.commands.train
+from paretoalign.commands.train import train
 from paretoalign.engine import ObjectiveGradients
 from paretoalign.losses import preference_losses
 from paretoalign.models import load_trained, sequence_logps
-from paretoalign.trainers.preference import run_preference_training
 from paretoalign.weighting import get_weighting
-
-from conftest import build_tiny_llama
-from test_preference_trainer import tiny_config
 
 NUM_PAIRS = 3
 LENGTH = 10
 
 
-def build_policy(lora: bool, vocab: int, tied: bool = False):
-    model = build_tiny_llama(vocab, seed=0)
+def build_policy(make_tiny_llama, lora: bool, vocab: int, tied: bool = False):
+    model = make_tiny_llama(vocab, seed=0)
     if tied:
         model.lm_head.weight = model.model.embed_tokens.weight
     if lora:
@@ -56,8 +54,8 @@ def trainable_grads(model):
     return [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
 
-def run_engine(mode: str, lora: bool, vocab: int, num_objectives: int, tied: bool = False):
-    model = build_policy(lora, vocab, tied)
+def run_engine(make_tiny_llama, mode: str, lora: bool, vocab: int, num_objectives: int, tied: bool = False):
+    model = build_policy(make_tiny_llama, lora, vocab, tied)
     engine = ObjectiveGradients(model, get_weighting("raco", [1.0 / num_objectives] * num_objectives), mode=mode)
     losses, delta = preference_step(model, padded_batch(vocab, seed=2), num_objectives)
     step = engine.backward(losses, pair_values=delta)
@@ -75,17 +73,18 @@ def assert_same_update(exact, fused):
 
 @pytest.mark.parametrize("num_objectives", [1, 2, 3])
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_fused_agrees_with_exact_on_a_padded_preference_batch(tiny_tokenizer, lora, num_objectives):
+def test_fused_agrees_with_exact_on_a_padded_preference_batch(tiny_tokenizer, make_tiny_llama, lora, num_objectives):
     vocab = len(tiny_tokenizer)
-    exact = run_engine("exact", lora, vocab, num_objectives)
-    fused = run_engine("fused", lora, vocab, num_objectives)
+    exact = run_engine(make_tiny_llama, "exact", lora, vocab, num_objectives)
+    fused = run_engine(make_tiny_llama, "fused", lora, vocab, num_objectives)
     assert_same_update(exact, fused)
     assert exact[0].gram.diagonal().min() > 0
 
 
-def test_tied_embedding_and_head_collect_both_contributions(tiny_tokenizer):
+def test_tied_embedding_and_head_collect_both_contributions(tiny_tokenizer, make_tiny_llama):
     vocab = len(tiny_tokenizer)
-    assert_same_update(run_engine("exact", False, vocab, 2, tied=True), run_engine("fused", False, vocab, 2, tied=True))
+    assert_same_update(run_engine(make_tiny_llama, "exact", False, vocab, 2, tied=True),
+                       run_engine(make_tiny_llama, "fused", False, vocab, 2, tied=True))
 
 
 class ScaledHead(torch.nn.Module):
@@ -128,11 +127,11 @@ def test_linear_with_bias_layer_norm_and_fallback_parameters_agree_with_exact():
     assert_same_update(results["exact"], results["fused"])
 
 
-def test_fused_accumulates_micro_batches_like_exact(tiny_tokenizer):
+def test_fused_accumulates_micro_batches_like_exact(tiny_tokenizer, make_tiny_llama):
     vocab = len(tiny_tokenizer)
     results = {}
     for mode in ("exact", "fused"):
-        model = build_policy(True, vocab)
+        model = build_policy(make_tiny_llama, True, vocab)
         engine = ObjectiveGradients(model, get_weighting("raco", [0.5, 0.5]), mode=mode)
         for seed in (3, 4):
             losses, delta = preference_step(model, padded_batch(vocab, seed), 2)
@@ -142,11 +141,11 @@ def test_fused_accumulates_micro_batches_like_exact(tiny_tokenizer):
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_fused_runs_one_backward_pass_over_the_model(tiny_tokenizer, lora):
+def test_fused_runs_one_backward_pass_over_the_model(tiny_tokenizer, make_tiny_llama, lora):
     vocab = len(tiny_tokenizer)
     passes = {}
     for mode in ("exact", "fused"):
-        model = build_policy(lora, vocab)
+        model = build_policy(make_tiny_llama, lora, vocab)
         counts = {"logits": 0, "first_layer": 0}
 
         def count_backward(name):
@@ -166,36 +165,36 @@ def test_fused_runs_one_backward_pass_over_the_model(tiny_tokenizer, lora):
     assert passes["fused"] == {"logits": 1, "first_layer": 1}
 
 
-def test_fused_hooks_leave_other_backward_passes_alone(tiny_tokenizer):
+def test_fused_hooks_leave_other_backward_passes_alone(tiny_tokenizer, make_tiny_llama):
     vocab = len(tiny_tokenizer)
     batch = padded_batch(vocab, seed=6)
     weights = torch.tensor([0.2, 0.3, 0.5])
-    reference = build_policy(True, vocab)
+    reference = build_policy(make_tiny_llama, True, vocab)
     (preference_step(reference, batch, 3)[0] @ weights).backward()
 
-    model = build_policy(True, vocab)
+    model = build_policy(make_tiny_llama, True, vocab)
     ObjectiveGradients(model, get_weighting("raco", [1 / 3] * 3), mode="fused")
     (preference_step(model, batch, 3)[0] @ weights).backward()
     for ours, theirs in zip(trainable_grads(model), trainable_grads(reference), strict=True):
         assert torch.equal(ours, theirs)
 
 
-def test_trainer_with_the_fused_engine_takes_the_exact_engines_steps(tmp_path, tiny_model_dir):
+def test_trainer_with_the_fused_engine_takes_the_exact_engines_steps(tmp_path, tiny_model_dir, make_preference_config):
     def final_weights(engine):
         (tmp_path / engine).mkdir()
-        config = tiny_config(tmp_path / engine, tiny_model_dir, engine=engine, per_device_train_batch_size=2,
-                             gradient_accumulation_steps=2, max_steps=2, optim="sgd", learning_rate=0.1,
-                             eval_data=None)
-        run_preference_training(config)
+        config = make_preference_config(tmp_path / engine, tiny_model_dir, engine=engine,
+                                        per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=2,
+                                        optim="sgd", learning_rate=0.1, eval_data=None)
+        train(config)
         policy, _ = load_trained(Path(config.output_dir) / "model")
         return torch.cat([p.flatten() for p in policy.parameters()])
 
     assert torch.allclose(final_weights("fused"), final_weights("exact"), atol=1e-6)
 
 
-def test_config_rejects_fused_with_gradient_checkpointing(tmp_path, tiny_model_dir):
+def test_config_rejects_fused_with_gradient_checkpointing(tmp_path, tiny_model_dir, make_preference_config):
     with pytest.raises(ValueError, match="turn gradient_checkpointing off or use engine=exact"):
-        tiny_config(tmp_path, tiny_model_dir, engine="fused", gradient_checkpointing=True)
+        make_preference_config(tmp_path, tiny_model_dir, engine="fused", gradient_checkpointing=True)
 
 
 class FunctionalReuse(torch.nn.Module):
@@ -246,14 +245,20 @@ def test_fused_rejects_bad_inputs():
         ObjectiveGradients(checkpointed, get_weighting("raco", [1.0]), mode="fused")
 
 
-def final_weights(tmp_path, model_dir, engine: str, max_steps: int) -> torch.Tensor:
-    """All parameters after a short SGD run of the preference trainer with ``engine``, flattened."""
-    (tmp_path / engine).mkdir()
-    config = tiny_config(tmp_path / engine, model_dir, engine=engine, max_steps=max_steps, optim="sgd",
-                         learning_rate=0.1, eval_data=None)
-    run_preference_training(config)
-    policy, _ = load_trained(Path(config.output_dir) / "model")
-    return torch.cat([p.flatten() for p in policy.parameters()])
+@pytest.fixture()
+def final_weights(tmp_path, tiny_model_dir, make_preference_config):
+    """``final_weights(engine, max_steps)``: all parameters after a short SGD run of the preference trainer with
+    ``engine``, flattened."""
+
+    def run(engine: str, max_steps: int) -> torch.Tensor:
+        (tmp_path / engine).mkdir()
+        config = make_preference_config(tmp_path / engine, tiny_model_dir, engine=engine, max_steps=max_steps,
+                                        optim="sgd", learning_rate=0.1, eval_data=None)
+        train(config)
+        policy, _ = load_trained(Path(config.output_dir) / "model")
+        return torch.cat([p.flatten() for p in policy.parameters()])
+
+    return run
 
 
 def engine_choices(caplog) -> list[str]:
@@ -261,19 +266,17 @@ def engine_choices(caplog) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.getMessage().startswith("engine auto")]
 
 
-def test_auto_engine_chooses_fused_logs_it_once_and_matches_exact(tmp_path, tiny_model_dir, caplog):
+def test_auto_engine_chooses_fused_logs_it_once_and_matches_exact(final_weights, caplog):
     with caplog.at_level("INFO", logger="paretoalign"):
-        auto = final_weights(tmp_path, tiny_model_dir, "auto", max_steps=3)
+        auto = final_weights("auto", max_steps=3)
     assert engine_choices(caplog) == ["engine auto: fused (one backward pass gives the per-objective gradients)"]
-    assert torch.allclose(auto, final_weights(tmp_path, tiny_model_dir, "exact", max_steps=3), atol=1e-6)
+    assert torch.allclose(auto, final_weights("exact", max_steps=3), atol=1e-6)
 
 
-def test_auto_engine_falls_back_to_exact_where_the_hooks_do_not_apply(tmp_path, tiny_model_dir, monkeypatch, caplog):
+def test_auto_engine_falls_back_to_exact_where_the_hooks_do_not_apply(final_weights, monkeypatch, caplog):
     """A model that reads a Linear's weight outside the Linear's call: the first micro-batch shows it, exact takes
     over for the whole run, and the run equals an exact run."""
-    import paretoalign.models
-
-    load_policy = paretoalign.models.load_policy
+    load_policy = paretoalign.commands.train.load_policy
 
     def load_policy_reusing_a_weight(*args, **kwargs):
         model, tokenizer = load_policy(*args, **kwargs)
@@ -281,23 +284,23 @@ def test_auto_engine_falls_back_to_exact_where_the_hooks_do_not_apply(tmp_path, 
         mlp.register_forward_hook(lambda module, inputs, output: output + 0.0 * module.down_proj.weight.sum())
         return model, tokenizer
 
-    monkeypatch.setattr(paretoalign.models, "load_policy", load_policy_reusing_a_weight)
+    monkeypatch.setattr(paretoalign.commands.train, "load_policy", load_policy_reusing_a_weight)
 
     with caplog.at_level("INFO", logger="paretoalign"):
-        auto = final_weights(tmp_path, tiny_model_dir, "auto", max_steps=2)
+        auto = final_weights("auto", max_steps=2)
     choices = engine_choices(caplog)
     assert len(choices) == 1 and choices[0].startswith("engine auto: exact (the fused engine does not apply")
     assert "model.layers.0.mlp.down_proj.weight enters the forward outside the call" in choices[0]
-    assert torch.equal(auto, final_weights(tmp_path, tiny_model_dir, "exact", max_steps=2))
+    assert torch.equal(auto, final_weights("exact", max_steps=2))
     with pytest.raises(ValueError, match="enters the forward outside"):
-        final_weights(tmp_path, tiny_model_dir, "fused", max_steps=2)
+        final_weights("fused", max_steps=2)
 
 
-def test_fused_agrees_with_exact_on_a_dora_adapter(tiny_tokenizer):
+def test_fused_agrees_with_exact_on_a_dora_adapter(tiny_tokenizer, make_tiny_llama):
     """PEFT's DoRA detaches the norm of ``W + BA``, so its adapter weights enter only through their layers."""
 
     def run(mode):
-        model = build_tiny_llama(len(tiny_tokenizer), seed=0)
+        model = make_tiny_llama(len(tiny_tokenizer), seed=0)
         torch.manual_seed(1)
         config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
                             use_dora=True)
@@ -309,9 +312,9 @@ def test_fused_agrees_with_exact_on_a_dora_adapter(tiny_tokenizer):
     assert_same_update(run("exact"), run("fused"))
 
 
-def test_auto_engine_is_exact_with_gradient_checkpointing(tmp_path, tiny_model_dir, caplog):
-    config = tiny_config(tmp_path, tiny_model_dir, engine="auto", gradient_checkpointing=True, max_steps=1,
-                         eval_data=None)
+def test_auto_engine_is_exact_with_gradient_checkpointing(tmp_path, tiny_model_dir, make_preference_config, caplog):
+    config = make_preference_config(tmp_path, tiny_model_dir, engine="auto", gradient_checkpointing=True,
+                                    max_steps=1, eval_data=None)
     with caplog.at_level("INFO", logger="paretoalign"):
-        run_preference_training(config)
+        train(config)
     assert any("engine auto: exact (gradient checkpointing" in record.getMessage() for record in caplog.records)

@@ -3,12 +3,13 @@
 A page line ``<!-- config-fields: paretoalign.trainers.grpo:MultiRewardGRPOConfig -->`` becomes a Markdown table of
 that dataclass's own fields, one row each: name, type, default and the ``help`` text of the field's metadata (what
 ``paretoalign <command> --help`` prints), followed for a file field by what a relative path written in a YAML file
-means (its ``path`` kind). Own fields are those declared in a class of the ``paretoalign`` package,
-including the ones it declares again with its own default or help (``output_dir``, ``report_to``, ...). Fields
-that come unchanged from a base class of another package (transformers' ``TrainingArguments``, TRL's
-``GRPOConfig``) are left out; one sentence below the table says they are accepted too and links to their
-documentation. A malformed marker, one that names a missing module or class or a class that is not a dataclass,
-a field without help text and a path kind the hook does not know stop the build with an error naming the page and the marker.
+means (its ``path`` kind). Own fields are those declared in a class of the ``paretoalign`` package, including the
+ones it declares again with its own default or help (``output_dir``, ``report_to``, ...). Fields that come unchanged
+from a base class of another package (transformers' ``TrainingArguments``, TRL's ``GRPOConfig``) are left out; one
+sentence below the table says they are accepted too and links to their documentation.
+
+These stop the build with an error naming the page and the marker: a malformed marker; one that names a missing
+module or class, or a class that is not a dataclass; a field without help text; a path kind this hook does not know.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def fields_table(config_class: type) -> str:
         if path_kind is not None:
             if path_kind not in PATH_NOTES:
                 raise ValueError(f"{config_class.__name__}.{name}: path kind {path_kind!r} is not in PATH_NOTES")
-            help_text = f"{help_text} {PATH_NOTES[path_kind]}"
+            help_text = f"{help_text.rstrip().removesuffix('.')}. {PATH_NOTES[path_kind]}"
         lines.append(
             f"| `{config_field.name}` | {code_span(type_text(config_field))} | {default_text(config_field)} "
             f"| {markdown_text(help_text)} |"

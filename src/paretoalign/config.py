@@ -16,6 +16,7 @@ directory. Values given on the command line stay relative to the working directo
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -151,6 +152,23 @@ def _renamed(values: dict[str, Any], where: str) -> dict[str, Any]:
     return renamed
 
 
+def _renamed_arguments(argv: list[str]) -> list[str]:
+    """``argv`` with each older flag (``--model x`` or ``--model=x``) spelled by its field's name now."""
+    flags = {token.partition("=")[0] for token in argv if token.startswith("--")}
+    renamed = []
+    for token in argv:
+        flag, equals, value = token.partition("=")
+        old = flag.removeprefix("--")
+        if flag.startswith("--") and old in RENAMED_FIELDS:
+            new = RENAMED_FIELDS[old]
+            if f"--{new}" in flags:
+                raise ValueError(f"command line: give --{new} only (--{old} is its older name).")
+            warnings.warn(f"--{old} is now called --{new}.", FutureWarning, stacklevel=3)
+            token = f"--{new}{equals}{value}"
+        renamed.append(token)
+    return renamed
+
+
 def _resolve(value: Any, kind: str, base: Path) -> Any:
     """One YAML value of a file field, made relative to ``base`` (the YAML file's folder) by its kind."""
     if kind == "reward_spec":
@@ -159,7 +177,7 @@ def _resolve(value: Any, kind: str, base: Path) -> Any:
         return {key: _resolve(item, "path", base) for key, item in value.items()}
     if not isinstance(value, str) or value.startswith(BUILTIN_PREFIX) or Path(value).is_absolute():
         return value
-    candidate = (base / value).resolve()
+    candidate = Path(os.path.normpath(base / value))
     if kind == "model" and not candidate.exists():
         return value
     return str(candidate)
@@ -172,10 +190,7 @@ def parse_config(config_class: type, config_file: str | Path | None, argv: list[
     File fields written in the YAML file are resolved against the file's folder (see the module docstring).
     """
     parser = ConfigParser(config_class)
-    argv = list(argv)
-    if "--model" in argv:
-        argv[argv.index("--model")] = "--model_name_or_path"
-        warnings.warn("--model is now called --model_name_or_path.", FutureWarning, stacklevel=2)
+    argv = _renamed_arguments(list(argv))
     if config_file is not None:
         values = _renamed(load_yaml(config_file), str(config_file))
         declared = {item.name: item for item in fields(config_class)}

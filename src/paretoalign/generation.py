@@ -6,8 +6,9 @@ the held-out win rate of ``paretoalign transfer``) goes through :func:`generate_
 * prompts are token ids from :func:`encode_prompts` (a message list is rendered with the tokenizer's chat template and
   its generation prompt; an HH-RLHF ``Human: ... Assistant:`` transcript optionally too; the last
   ``max_prompt_tokens`` tokens are kept);
-* each ``model.generate`` call holds at most ``batch_size`` sequences (prompts x ``num_return_sequences``), left
-  padded with the pad token;
+* each ``model.generate`` call holds at most ``batch_size`` sequences (prompts x ``num_return_sequences``, and the
+  completions of one prompt over several calls when ``num_return_sequences`` exceeds ``batch_size``), left padded
+  with the pad token;
 * decoding is greedy, or pure sampling at ``temperature`` (``top_k = 0``, ``top_p = 1``: the model's own generation
   config cannot narrow it);
 * a completion is its generated ids up to and including the first end-of-sequence id (the tokenizer's EOS and the
@@ -107,6 +108,7 @@ def generate_completions(
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {
         "do_sample": False}
     prompts_per_call = max(1, batch_size // num_return_sequences)
+    copies_per_call = min(num_return_sequences, batch_size)
     was_training = model.training
     model.eval()
     results: list[list[Completion]] = []
@@ -119,21 +121,23 @@ def generate_completions(
             for index, row in enumerate(rows):
                 input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
                 attention_mask[index, width - len(row) :] = 1
-            output = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=num_return_sequences,
-                pad_token_id=pad_id,
-                **sampling,
-            )
-            generated = output[:, width:].tolist()
-            for index in range(len(rows)):
-                completions = []
-                for row in generated[index * num_return_sequences : (index + 1) * num_return_sequences]:
-                    ids = trim_at_end_of_sequence(row, eos_ids)
-                    completions.append(Completion(tokenizer.decode(ids, skip_special_tokens=True), ids))
-                results.append(completions)
+            completions: list[list[Completion]] = [[] for _ in rows]
+            for copies_done in range(0, num_return_sequences, copies_per_call):
+                copies = min(copies_per_call, num_return_sequences - copies_done)
+                output = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=copies,
+                    pad_token_id=pad_id,
+                    **sampling,
+                )
+                generated = output[:, width:].tolist()
+                for index in range(len(rows)):
+                    for row in generated[index * copies : (index + 1) * copies]:
+                        ids = trim_at_end_of_sequence(row, eos_ids)
+                        completions[index].append(Completion(tokenizer.decode(ids, skip_special_tokens=True), ids))
+            results.extend(completions)
     finally:
         model.train(was_training)
     return results

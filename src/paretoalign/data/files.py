@@ -95,11 +95,6 @@ class RowLocation:
         return PreferenceDataError(problem, self.path, self.line, field, self.unit)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Reading rows from files
-# ---------------------------------------------------------------------------------------------------------
-
-
 def _iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
     with path.open("rb") as handle:
         for line_number, raw_line in enumerate(handle, start=1):
@@ -189,11 +184,6 @@ def iter_source_rows(path: Path) -> tuple[str, Iterator[tuple[int, Any]]]:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Validating message lists
-# ---------------------------------------------------------------------------------------------------------
-
-
 def type_name(value: Any) -> str:
     """The JSON-ish name of a value's type for error messages (``"null"`` for ``None``)."""
     return "null" if value is None else type(value).__name__
@@ -227,9 +217,6 @@ def is_blank(messages: list[dict]) -> bool:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Shipped data
-# ---------------------------------------------------------------------------------------------------------
 
 BUILTIN_DATA_FOLDER = "resources"
 """Folder inside the ``paretoalign`` package that holds the shipped data slices."""

@@ -104,11 +104,6 @@ class LoadReport:
         return text
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Validating and rendering one row
-# ---------------------------------------------------------------------------------------------------------
-
-
 def _first_difference(left: list, right: list) -> int:
     return next((index for index, (a, b) in enumerate(zip(left, right)) if a != b), min(len(left), len(right)))
 
@@ -245,11 +240,6 @@ def _read_labels(row: Mapping, known_objectives: Sequence[str] | None, where: Ro
         else:
             raise where.error(f"a label must be 0, 1 or null (index of the preferred response), got {value!r}", field)
     return signs
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Loading
-# ---------------------------------------------------------------------------------------------------------
 
 
 @dataclass

@@ -43,9 +43,6 @@ BUILTIN_PROMPT_SETS = ("arithmetic",)
 """Generated prompt sets, named ``builtin:NAME`` in :func:`load_prompts`."""
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Generated arithmetic word problems
-# ---------------------------------------------------------------------------------------------------------
 
 ARITHMETIC_SYSTEM_PROMPT = (
     "Solve the arithmetic word problem. Think it through inside <think></think>, then write only the final "
@@ -190,9 +187,6 @@ def arithmetic_word_problems(
     return datasets.Dataset.from_dict(columns, features=PROMPT_FEATURES)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# HH-RLHF transcripts
-# ---------------------------------------------------------------------------------------------------------
 
 _TRANSCRIPT_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
 
@@ -212,11 +206,6 @@ def transcript_messages(prompt: str) -> list[dict[str, str]]:
     if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
         messages.pop()
     return messages
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Reading prompt files
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _read_prompt(row: Any, where: RowLocation, kind_so_far: str | None) -> tuple[str | list[dict], str]:

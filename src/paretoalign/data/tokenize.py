@@ -57,11 +57,6 @@ class TokenizeReport:
         )
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Tokenisation
-# ---------------------------------------------------------------------------------------------------------
-
-
 def prompt_token_ids(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
     """Token ids of prompt texts as ``tokenizer(prompt)`` gives them (with the tokenizer's BOS), without a second BOS
     before a BOS the text already starts with (as chat templates render it): how :func:`tokenize_preferences`
@@ -217,11 +212,6 @@ def tokenize_preferences(
     tokenised = tokenised.remove_columns(["_untruncated_length", "_was_truncated"])
     logger.log(logging.WARNING if report.truncated_rows else logging.INFO, report.summary())
     return tokenised, report
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Collation
-# ---------------------------------------------------------------------------------------------------------
 
 
 class PreferenceCollator:

@@ -79,11 +79,6 @@ class RewardFunction(Protocol):
     def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float | None]: ...
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Reading completions
-# ---------------------------------------------------------------------------------------------------------
-
-
 def _content_text(content: Any) -> str:
     """A message's ``content`` as text: a string, or the text parts of a list of content parts."""
     if isinstance(content, str):
@@ -147,11 +142,6 @@ def _column(kwargs: Mapping[str, Any], column: str, reward_name: str, count: int
     return list(values)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Parameter validation
-# ---------------------------------------------------------------------------------------------------------
-
-
 def _positive_number(value: Any, parameter: str, reward_name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{reward_name} reward: {parameter} must be a positive number, got {value!r}")
@@ -182,9 +172,6 @@ def _positive_integer(value: Any, parameter: str, reward_name: str) -> int:
     return int(value)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Answer correctness
-# ---------------------------------------------------------------------------------------------------------
 
 _BOXED_OR_BRACE = re.compile(r"\\boxed\s*\{|[{}]")
 _ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
@@ -338,9 +325,6 @@ class AnswerReward:
         return [self._score(completion_text(c), reference) for c, reference in zip(completions, references)]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Format
-# ---------------------------------------------------------------------------------------------------------
 
 DEFAULT_FORMAT_PATTERN = r"^<think>.*?</think>\s*<answer>.*?</answer>$"
 DEFAULT_FORMAT_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
@@ -396,11 +380,6 @@ class FormatReward:
 
     def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
         return [self._score(completion_text(c)) for c in completions]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Length
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _load_tokenizer(tokenizer: Any, reward_name: str) -> Any:
@@ -503,11 +482,6 @@ def conciseness_reward(target: float, unit: str | None = None, tokenizer: Any = 
     return reward
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Keywords
-# ---------------------------------------------------------------------------------------------------------
-
-
 def _keyword_list(value: Any, parameter: str, reward_name: str) -> tuple[str, ...]:
     """Keywords as a tuple; a single string is one keyword."""
     if value is None:
@@ -570,11 +544,6 @@ class KeywordReward:
         return [self._score(completion_text(c)) for c in completions]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Sentiment
-# ---------------------------------------------------------------------------------------------------------
-
-
 class SentimentReward:
     """Sentiment of the completion by VADER (Hutto and Gilbert 2014, ``vaderSentiment``).
 
@@ -601,9 +570,6 @@ class SentimentReward:
         return [self._score(completion_text(c)) for c in completions]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Reward model
-# ---------------------------------------------------------------------------------------------------------
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -709,9 +675,6 @@ class RewardModel:
         return scores
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Registry
-# ---------------------------------------------------------------------------------------------------------
 
 REWARDS: dict[str, Callable[..., RewardFunction]] = {
     "answer": AnswerReward,

@@ -65,11 +65,6 @@ class RewardFunctionError(ValueError):
     """A reward function raised, or returned something other than one number or None per completion."""
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Parsing
-# ---------------------------------------------------------------------------------------------------------
-
-
 def _yaml_scalar(text: str) -> Any:
     """``text`` read as YAML (``40`` -> 40, ``true`` -> True, ``0.5`` -> 0.5), or as it is when it is not YAML."""
     try:
@@ -205,11 +200,6 @@ def reward_label(spec: dict) -> str:
     return "sum"
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Scores
-# ---------------------------------------------------------------------------------------------------------
-
-
 def checked_reward_function(function: Callable, name: str | None = None) -> Callable:
     """Wrap a reward function so that an exception or a malformed result names it.
 
@@ -299,11 +289,6 @@ class WeightedSumReward:
         return totals
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Building
-# ---------------------------------------------------------------------------------------------------------
-
-
 def _module_from_file(path: Path) -> ModuleType:
     """The file ``path`` executed as a module of its own (not entered in ``sys.modules``)."""
     module_spec = importlib.util.spec_from_file_location(f"paretoalign_user_rewards_{path.stem}", path)
@@ -390,11 +375,6 @@ def build_rewards(specs: Sequence[Any], where: str) -> dict[str, Callable]:
     """
     parsed = parse_reward_specs(specs, where)
     return {reward_label(spec): build_reward(spec, f"{where}[{index}]") for index, spec in enumerate(parsed)}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Paths
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _absolute(path: str, base: Path) -> str:

@@ -363,8 +363,6 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
             self.conditions,
         )
 
-    # --- rewards and advantages -------------------------------------------------------------------------------------
-
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         """TRL's reward matrix (gathered across processes, None -> NaN) with the conditional rewards applied."""
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -429,8 +427,6 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
             metrics[f"collapse/{aggregation}/distinct_per_group"].append(distinct_per_group(aggregated, group_size))
             metrics[f"collapse/{aggregation}/distinct_in_batch"].append(distinct_per_group(aggregated, len(aggregated)))
 
-    # --- per-reward losses ------------------------------------------------------------------------------------------
-
     @contextmanager
     def _shared_policy_forward(self) -> Iterator[None]:
         """Within this block every policy forward pass returns the first one's log-probabilities (and graph)."""
@@ -479,8 +475,6 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
             raise ValueError("MultiRewardGRPOTrainer does not return outputs from compute_loss.")
         losses = self.per_reward_losses(model, inputs)
         return losses @ self.reward_weights.to(device=losses.device, dtype=losses.dtype)
-
-    # --- one step ---------------------------------------------------------------------------------------------------
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not self.per_reward_gradients:

@@ -315,8 +315,6 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
             args.engine,
         )
 
-    # --- data ---------------------------------------------------------------------------------------------------
-
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return ObjectiveBalancedSampler(
@@ -325,8 +323,6 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
             proportions=self.args.objective_proportions,
             seed=self.args.seed,
         )
-
-    # --- losses -------------------------------------------------------------------------------------------------
 
     def objective_losses(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The K objective losses of a batch and its log-ratio differences ``delta`` [N]."""
@@ -348,8 +344,6 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
         losses, delta = self.objective_losses(model, inputs)
         loss = losses @ torch.tensor(self.user_weights, dtype=losses.dtype, device=losses.device)
         return (loss, {"delta": delta}) if return_outputs else loss
-
-    # --- one step -----------------------------------------------------------------------------------------------
 
     def _engine_mode(self) -> str:
         """The configured engine, with ``auto`` resolved: ``fused`` unless gradient checkpointing is on."""
@@ -435,8 +429,6 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
         self.engine.discard()
         self.finish_update(model, fault, step, self._metrics)
         return losses
-
-    # --- logging ------------------------------------------------------------------------------------------------
 
     def _record_batch(self, losses: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor) -> None:
         metrics = preference_metrics(delta, labels, self.args.beta)

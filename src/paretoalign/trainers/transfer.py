@@ -115,7 +115,7 @@ class TransferConfig(ModelArguments, LoraArguments):
         default=None,
         metadata=field_help(
             "Prompts: builtin:NAME, a .txt file (one a line) or a JSONL / JSON / Parquet file with a 'prompt' column "
-            "(paretoalign.data.load_prompts); strings, read as HH-RLHF transcripts.",
+            "(paretoalign.data.load_prompts). A string is read as an HH-RLHF transcript, a message list as it is.",
             path="path",
         ),
     )
@@ -210,14 +210,6 @@ class TransferConfig(ModelArguments, LoraArguments):
         return [reward_label(spec) for spec in self.sources]
 
 
-def _string_prompts(source: str, limit: int | None) -> list[str]:
-    """String prompts (transcripts such as HH-RLHF's) from any source :func:`paretoalign.data.load_prompts` reads."""
-    prompts = load_prompts(source, limit=limit)["prompt"]
-    if not isinstance(prompts[0], str):
-        raise ValueError(f"{source}: prompts must be strings here (transcripts such as HH-RLHF's), not message lists.")
-    return prompts
-
-
 @dataclass
 class _Pair:
     prompt_ids: list[int]
@@ -265,12 +257,11 @@ class TransferTrainer:
         self.eval_reward = eval_reward
         self.output_dir = Path(config.output_dir)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.prompts = _string_prompts(config.prompts, config.max_prompts)
+        self.prompts = load_prompts(config.prompts, limit=config.max_prompts, seed=config.seed)["prompt"]
         self.eval_prompts = (
-            _string_prompts(config.eval_prompts, config.max_eval_prompts) if config.eval_prompts is not None else []
+            load_prompts(config.eval_prompts, limit=config.max_eval_prompts, seed=config.seed)["prompt"]
+            if config.eval_prompts is not None else []
         )
-
-    # --- model ----------------------------------------------------------------------------------------------------
 
     def _load_model(self, checkpoint: Path | None) -> None:
         config = self.config
@@ -296,8 +287,6 @@ class TransferTrainer:
             with self.model.disable_adapter():
                 yield self.model
 
-    # --- prompts and generation -----------------------------------------------------------------------------------
-
     def _prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         return encode_prompts(self.tokenizer, prompts, add_special_tokens=True,
                               render_transcripts=self.config.chat_template,
@@ -310,8 +299,6 @@ class TransferTrainer:
             model, self.tokenizer, prompt_ids, max_new_tokens=config.max_new_tokens, num_return_sequences=count,
             do_sample=sample, temperature=config.temperature, batch_size=config.generation_batch_size,
         )
-
-    # --- one iteration: collect pairs -----------------------------------------------------------------------------
 
     def _collect(self, prompts: list[str], stats: dict) -> tuple[list[_Pair], bool]:
         """Steps 1a-1f for these prompts; returns the pairs and whether the budget stopped the iteration early."""
@@ -359,8 +346,6 @@ class TransferTrainer:
             stats["prompts"] = stats.get("prompts", 0) + chunk_size
         return pairs, False
 
-    # --- one iteration: train -------------------------------------------------------------------------------------
-
     def _pair_dataset(self, pairs: Sequence[_Pair]) -> datasets.Dataset:
         """The pairs as the preference trainer's tokenised rows: response a is the chosen one, label ``[[1]]``."""
         return datasets.Dataset.from_dict({
@@ -369,8 +354,6 @@ class TransferTrainer:
             "response_b_input_ids": [pair.rejected_ids for pair in pairs],
             "labels": [[1] for _ in pairs],
         })
-
-    # --- evaluation -----------------------------------------------------------------------------------------------
 
     def _evaluation_scores(self, model) -> list[float | None]:
         prompt_ids = self._prompt_ids(self.eval_prompts)
@@ -396,8 +379,6 @@ class TransferTrainer:
             "eval_initial_reward_mean": float(np.mean([i for _, i in both])),
             "eval_prompts": len(both),
         }
-
-    # --- checkpoints ----------------------------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -435,8 +416,6 @@ class TransferTrainer:
         self.ledger = LabelLedger(budget=self.config.label_budget, spent=spent)
         self.history = list(state["history"])
         torch.set_rng_state(torch.tensor(state["torch_rng_state"], dtype=torch.uint8))
-
-    # --- the run --------------------------------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
         """Run (or resume) the iterations; returns ``{"history": [...], "labels_spent", "label_budget", ...}``."""

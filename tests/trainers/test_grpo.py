@@ -1,28 +1,19 @@
-"""Tests for paretoalign.trainers.grpo: parity with TRL's GRPOTrainer, per-reward gradients, faults, the rl command."""
+"""Tests for paretoalign.trainers.grpo: parity with TRL's GRPOTrainer, per-reward gradients, faults, the config."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
 
 import pytest
 import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from conftest import build_tiny_llama, build_tiny_tokenizer
-from paretoalign.advantages import conditional_rewards, decoupled_advantages, gdpo_advantages, grpo_advantages
-from paretoalign.trainers.grpo import (
-    MultiRewardGRPOConfig,
-    MultiRewardGRPOTrainer,
-    NonFiniteTrainingError,
-    RewardFunctionError,
-    apply_conditions,
-    distinct_per_group,
-    resolve_conditions,
-)
+from paretoalign.advantages import decoupled_advantages, distinct_per_group, gdpo_advantages, grpo_advantages
+from paretoalign.engine import NonFiniteTrainingError
+from paretoalign.rewards import RewardFunctionError
+from paretoalign.trainers.grpo import MultiRewardGRPOConfig, MultiRewardGRPOTrainer
 from paretoalign.weighting import get_weighting
 
 pytestmark = [
@@ -45,9 +36,10 @@ COMMON = dict(
 )
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tiny_tokenizer()
+@pytest.fixture()
+def tokenizer(tiny_tokenizer):
+    """The session's tiny tokenizer (TRL's trainers read it and leave it unchanged)."""
+    return tiny_tokenizer
 
 
 def config_of(tmp_path, config_class=MultiRewardGRPOConfig, **overrides):
@@ -61,15 +53,22 @@ def test_bf16_is_off_on_cpu_unless_asked_for(tmp_path):
     assert MultiRewardGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=True).bf16 is True
 
 
-def trainer_of(tokenizer, config, reward_funcs, trainer_class=MultiRewardGRPOTrainer, dataset=None):
-    dataset = dataset if dataset is not None else Dataset.from_dict({"prompt": ["Hello", "The fox"] * 4})
-    return trainer_class(
-        model=build_tiny_llama(len(tokenizer)),
-        reward_funcs=reward_funcs,
-        args=config,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-    )
+@pytest.fixture()
+def trainer_of(make_tiny_llama):
+    """``trainer_of(tokenizer, config, reward_funcs, trainer_class=MultiRewardGRPOTrainer, dataset=None)``: a
+    trainer of a fresh tiny random Llama (seed 0) on eight prompts."""
+
+    def build(tokenizer, config, reward_funcs, trainer_class=MultiRewardGRPOTrainer, dataset=None):
+        dataset = dataset if dataset is not None else Dataset.from_dict({"prompt": ["Hello", "The fox"] * 4})
+        return trainer_class(
+            model=make_tiny_llama(len(tokenizer)),
+            reward_funcs=reward_funcs,
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+
+    return build
 
 
 def table_rewards(table: torch.Tensor):
@@ -100,7 +99,7 @@ REWARDS = torch.tensor(
 
 
 @pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])
-def test_weighted_sum_advantages_equal_paretoalign_and_trl(tmp_path, tokenizer, aggregation):
+def test_weighted_sum_advantages_equal_paretoalign_and_trl(tmp_path, tokenizer, trainer_of, aggregation):
     weights = [0.25, 0.75]
     settings = dict(multi_objective_aggregation=aggregation, reward_weights=weights)
     ours = trainer_of(tokenizer, config_of(tmp_path, **settings), table_rewards(REWARDS))
@@ -123,58 +122,16 @@ def test_weighted_sum_advantages_equal_paretoalign_and_trl(tmp_path, tokenizer, 
     assert logged["rewards/distinct_per_group"] == [4.0]
 
 
-def test_per_reward_weighting_gives_decoupled_advantages(tmp_path, tokenizer):
+def test_per_reward_weighting_gives_decoupled_advantages(tmp_path, tokenizer, trainer_of):
     config = config_of(tmp_path, weighting="raco", reward_weights=[0.5, 0.5])
     output = score(trainer_of(tokenizer, config, table_rewards(REWARDS)), 8)
     torch.testing.assert_close(output["reward_advantages"], decoupled_advantages(REWARDS, GROUP), rtol=0, atol=0)
 
 
-def test_distinct_per_group_shows_the_gdpo_collapse():
-    # Liu et al. 2026, Sec. 3: two binary rewards, groups of two, all 16 ways to score a group.
-    scores = [(a, b) for a in (0.0, 1.0) for b in (0.0, 1.0)]
-    rewards = torch.tensor([[first, second] for first in scores for second in scores]).reshape(32, 2)
-    grpo, gdpo = grpo_advantages(rewards, 2), gdpo_advantages(rewards, 2)
-    assert distinct_per_group(grpo, 32) == 3  # 0 and +-0.7071, whatever the totals
-    assert distinct_per_group(gdpo, 32) == 5  # 0, +-0.98, +-1.97: one or both rewards differ
-    # Within a group: 6 constant groups (1 value), 10 others (2 values).
-    assert distinct_per_group(grpo, 2) == distinct_per_group(gdpo, 2) == (6 * 1 + 10 * 2) / 16
-    assert distinct_per_group(rewards, 2) == (4 * 1 + 12 * 2) / 16
-
-
 # --- conditional rewards -----------------------------------------------------------------------------------------
 
 
-def test_conditional_rewards_on_hand_made_matrices():
-    names = ["answer", "length", "format"]
-    rewards = torch.tensor(
-        [
-            [1.0, 0.7, 1.0],  # correct and formatted: length counts
-            [0.0, 0.9, 1.0],  # wrong: length -> 0
-            [1.0, 0.4, 0.0],  # correct, unformatted: length -> 0 (second condition)
-            [NAN, 0.5, 1.0],  # answer unscored: condition not reached
-            [1.0, NAN, 1.0],  # length unscored stays unscored
-        ]
-    )
-    specs = [
-        {"reward": "length", "condition": "answer", "threshold": 1.0},
-        {"reward": 1, "condition": 2, "threshold": 0.5},
-    ]
-    conditions = resolve_conditions(specs, names)
-    conditioned = apply_conditions(rewards, conditions)
-    expected = rewards.clone()
-    expected[:, 1] = torch.tensor([0.7, 0.0, 0.0, 0.0, NAN])
-    torch.testing.assert_close(conditioned, expected, rtol=0, atol=0, equal_nan=True)
-    # A single condition is exactly paretoalign.advantages.conditional_rewards.
-    torch.testing.assert_close(
-        apply_conditions(rewards, conditions[:1]), conditional_rewards(rewards, 0, 1.0, [1]), equal_nan=True
-    )
-    with pytest.raises(ValueError, match=r"conditional_rewards\[0\].reward: unknown reward 'size'"):
-        resolve_conditions([{"reward": "size", "condition": "answer", "threshold": 1}], names)
-    with pytest.raises(ValueError, match="cannot be its own condition"):
-        resolve_conditions([{"reward": 0, "condition": "answer", "threshold": 1}], names)
-
-
-def test_trainer_applies_conditional_rewards_before_the_advantages(tmp_path, tokenizer):
+def test_trainer_applies_conditional_rewards_before_the_advantages(tmp_path, tokenizer, trainer_of):
     config = config_of(tmp_path, conditional_rewards=["reward=reward_1,condition=reward_0,threshold=1"])
     advantages = score(trainer_of(tokenizer, config, table_rewards(REWARDS)), 8)["advantages"]
     conditioned = REWARDS.clone()
@@ -236,7 +193,7 @@ COLUMNS = torch.tensor(
 )
 
 
-def test_weighted_sum_loss_and_gradients_equal_trl(tmp_path, tokenizer):
+def test_weighted_sum_loss_and_gradients_equal_trl(tmp_path, tokenizer, trainer_of):
     settings = dict(loss_type="grpo", reward_weights=[1.0])
     ours = prepared(trainer_of(tokenizer, config_of(tmp_path, **settings), table_rewards(REWARDS[:, :1])))
     trl = prepared(
@@ -251,7 +208,7 @@ def test_weighted_sum_loss_and_gradients_equal_trl(tmp_path, tokenizer):
         torch.testing.assert_close(ours_g, trl_g, rtol=0, atol=0)
 
 
-def test_per_reward_losses_are_trl_losses_with_one_advantage_column(tmp_path, tokenizer):
+def test_per_reward_losses_are_trl_losses_with_one_advantage_column(tmp_path, tokenizer, trainer_of):
     config = config_of(tmp_path, weighting="raco", reward_weights=[0.3, 0.7])
     ours = prepared(trainer_of(tokenizer, config, table_rewards(REWARDS)))
     reference = prepared(trainer_of(tokenizer, config_of(tmp_path, GRPOConfig), table_rewards(REWARDS), GRPOTrainer))
@@ -265,7 +222,7 @@ def test_per_reward_losses_are_trl_losses_with_one_advantage_column(tmp_path, to
     assert len(ours._metrics["train"]["kl"]) == 1
 
 
-def test_two_rewards_combined_gradient_is_alpha_weighted_sum(tmp_path, tokenizer):
+def test_two_rewards_combined_gradient_is_alpha_weighted_sum(tmp_path, tokenizer, trainer_of):
     weights = [0.3, 0.7]
     config = config_of(tmp_path, weighting="raco", reward_weights=weights, weighting_params={"c": 0.4})
     ours = prepared(trainer_of(tokenizer, config, table_rewards(REWARDS)))
@@ -292,7 +249,7 @@ def test_two_rewards_combined_gradient_is_alpha_weighted_sum(tmp_path, tokenizer
 
 
 @pytest.mark.parametrize(("c", "expected_alpha"), [(0.0, 1.0), (0.4, 1.4)])
-def test_one_reward_raco_gradient_is_grpo_gradient_times_alpha(tmp_path, tokenizer, c, expected_alpha):
+def test_one_reward_raco_gradient_is_grpo_gradient_times_alpha(tmp_path, tokenizer, trainer_of, c, expected_alpha):
     config = config_of(tmp_path, weighting="raco", reward_weights=[1.0], weighting_params={"c": c})
     ours = prepared(trainer_of(tokenizer, config, table_rewards(REWARDS[:, :1])))
     grpo = prepared(
@@ -313,7 +270,7 @@ def length_reward(completions, **kwargs):
     return [float(len(completion)) for completion in completions]
 
 
-def test_one_reward_raco_training_equals_grpo_training(tmp_path, tokenizer):
+def test_one_reward_raco_training_equals_grpo_training(tmp_path, tokenizer, trainer_of, make_tiny_llama):
     """Sampling, advantages, loss and optimizer end to end: two steps give identical parameters."""
     settings = dict(max_steps=2, learning_rate=0.05, loss_type="grpo")
     ours = trainer_of(
@@ -324,7 +281,7 @@ def test_one_reward_raco_training_equals_grpo_training(tmp_path, tokenizer):
     ours.train()
     grpo = trainer_of(tokenizer, config_of(tmp_path, GRPOConfig, **settings), [length_reward], GRPOTrainer)
     grpo.train()
-    initial = build_tiny_llama(len(tokenizer))
+    initial = make_tiny_llama(len(tokenizer))
     moved = 0.0
     for (name, trained), grpo_param, start in zip(
         ours.model.named_parameters(), grpo.model.parameters(), initial.parameters()
@@ -338,7 +295,7 @@ def test_one_reward_raco_training_equals_grpo_training(tmp_path, tokenizer):
 # --- faults ------------------------------------------------------------------------------------------------------
 
 
-def test_reward_function_that_raises_is_named(tmp_path, tokenizer):
+def test_reward_function_that_raises_is_named(tmp_path, tokenizer, trainer_of):
     def broken_reward(completions, **kwargs):
         return [1.0 / 0 for _ in completions]
 
@@ -347,7 +304,7 @@ def test_reward_function_that_raises_is_named(tmp_path, tokenizer):
         score(trainer, 8)
 
 
-def test_reward_function_with_wrong_length_is_named(tmp_path, tokenizer):
+def test_reward_function_with_wrong_length_is_named(tmp_path, tokenizer, trainer_of):
     def short_reward(completions, **kwargs):
         return [1.0] * (len(completions) - 1)
 
@@ -357,7 +314,7 @@ def test_reward_function_with_wrong_length_is_named(tmp_path, tokenizer):
         score(trainer, 8)
 
 
-def test_reward_function_with_non_numeric_value_is_named(tmp_path, tokenizer):
+def test_reward_function_with_non_numeric_value_is_named(tmp_path, tokenizer, trainer_of):
     def text_reward(completions, **kwargs):
         return ["good"] * len(completions)
 
@@ -367,7 +324,7 @@ def test_reward_function_with_non_numeric_value_is_named(tmp_path, tokenizer):
 
 
 @pytest.mark.parametrize("weighting", ["weighted_sum", "raco"])
-def test_reward_that_never_scores_skips_steps_then_stops(tmp_path, tokenizer, caplog, weighting):
+def test_reward_that_never_scores_skips_steps_then_stops(tmp_path, tokenizer, trainer_of, caplog, weighting):
     def never_scores(completions, **kwargs):
         return [None] * len(completions)
 
@@ -377,18 +334,18 @@ def test_reward_that_never_scores_skips_steps_then_stops(tmp_path, tokenizer, ca
     )
     trainer = trainer_of(tokenizer, config, [length_reward, never_scores])
     initial = [p.detach().clone() for p in trainer.model.parameters()]
-    with caplog.at_level(logging.WARNING, logger="paretoalign.trainers.grpo"):
+    with caplog.at_level(logging.WARNING, logger="paretoalign.engine"):
         message = r"3 consecutive steps were skipped \(last at step 3: reward 'never_scores' scored none"
         with pytest.raises(NonFiniteTrainingError, match=message):
             trainer.train()
-    assert trainer.total_skipped_steps == 3
+    assert trainer.skip_guard.total == 3
     skipped = [record.getMessage() for record in caplog.records if "skipped" in record.getMessage()]
     assert skipped[0].startswith("step 1 skipped: reward 'never_scores' scored none of the 8 completions")
     for param, start in zip(trainer.model.parameters(), initial):
         torch.testing.assert_close(param.detach(), start, rtol=0, atol=0)
 
 
-def test_skips_reset_after_a_good_step(tmp_path, tokenizer):
+def test_skips_reset_after_a_good_step(tmp_path, tokenizer, trainer_of):
     calls = {"count": 0}
 
     def sometimes_infinite(completions, **kwargs):
@@ -398,7 +355,7 @@ def test_skips_reset_after_a_good_step(tmp_path, tokenizer):
     config = config_of(tmp_path, max_steps=4, max_consecutive_skipped_steps=2)
     trainer = trainer_of(tokenizer, config, [length_reward, sometimes_infinite])
     trainer.train()
-    assert trainer.total_skipped_steps == 2
+    assert trainer.skip_guard.total == 2
     assert [entry["skipped_steps"] for entry in trainer.state.log_history if "skipped_steps" in entry] == [1, 0, 1, 0]
 
 
@@ -412,9 +369,12 @@ def test_skips_reset_after_a_good_step(tmp_path, tokenizer):
         (dict(weighting="mgda", reward_weights=[-0.5, 1.5]), "reward_weights must be on the simplex"),
         (dict(weighting="sharpness"), "weighting must be one of"),
         (dict(multi_objective_aggregation="mean"), "multi_objective_aggregation must be one of"),
-        (dict(weighting="raco", rewards=["a", "b"], weighting_params={"c": -1}), "weighting_params .* 'raco'"),
-        (dict(rewards=[{"name": "a", "function": "m:f"}]), r"rewards\[0\]: give exactly one of"),
-        (dict(rewards=["a"], reward_weights=[0.5, 0.5]), "2 values for 1 rewards"),
+        (
+            dict(weighting="raco", rewards=["answer", "format"], weighting_params={"c": -1}),
+            "weighting_params .* 'raco'",
+        ),
+        (dict(rewards=[{"name": "a", "function": "m:f"}]), r"rewards\[0\]: a reward spec needs exactly one of"),
+        (dict(rewards=["answer"], reward_weights=[0.5, 0.5]), "2 values for 1 rewards"),
         (dict(conditional_rewards=[{"reward": 1, "condition": 0}]), r"conditional_rewards\[0\]: expected exactly"),
         (dict(max_consecutive_skipped_steps=0), "max_consecutive_skipped_steps"),
     ],
@@ -427,113 +387,3 @@ def test_bad_config_names_the_field(tmp_path, overrides, message):
 def test_weighted_sum_keeps_trl_reward_weight_semantics(tmp_path):
     assert config_of(tmp_path, reward_weights=[2.0, -1.0]).reward_weights == [2.0, -1.0]
     assert config_of(tmp_path, weighting="upgrad").validated_reward_weights(4) == [0.25] * 4
-
-
-# --- the rl command ----------------------------------------------------------------------------------------------
-
-
-REWARD_MODULE = '''
-def exact_answer(completions, answer, **kwargs):
-    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-    return [1.0 if a in t else 0.0 for t, a in zip(texts, answer)]
-
-
-def short(completions, limit=10, **kwargs):
-    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-    return [max(0.0, 1.0 - len(t) / limit) for t in texts]
-'''
-
-
-def write_rl_config(tmp_path, tiny_model_dir, **extra) -> str:
-    prompts = tmp_path / "prompts.jsonl"
-    rows = [
-        {"prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}], "answer": str(2 * i)} for i in range(12)
-    ]
-    prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (tmp_path / "rl_test_rewards.py").write_text(REWARD_MODULE)
-    values = {
-        "model": str(tiny_model_dir),
-        "prompts": "prompts.jsonl",
-        "num_problems": 8,
-        "num_eval_prompts": 4,
-        "rewards": [{"function": "rl_test_rewards:exact_answer"}, {"function": "rl_test_rewards:short", "limit": 12}],
-        "reward_weights": [0.5, 0.5],
-        "weighting": "raco",
-        "num_generations": 2,
-        "per_device_train_batch_size": 4,
-        "max_completion_length": 4,
-        "max_steps": 2,
-        "learning_rate": 0.01,
-        "use_lora": True,
-        "lora_r": 4,
-        "lora_alpha": 8,
-        "use_cpu": True,
-        "report_to": "none",
-        "save_strategy": "no",
-        "output_dir": str(tmp_path / "run"),
-        **extra,
-    }
-    import yaml
-
-    path = tmp_path / "rl.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return str(path)
-
-
-def test_rl_command_end_to_end(tmp_path, tiny_model_dir, monkeypatch, capsys):
-    from paretoalign.cli import main
-
-    monkeypatch.syspath_prepend(str(tmp_path))
-    config = write_rl_config(tmp_path, tiny_model_dir)
-    assert main(["rl", "--config", config, "--multi_objective_aggregation", "normalize_then_sum"]) == 0
-    run = tmp_path / "run"
-    assert (run / "model" / "adapter_config.json").is_file()
-    assert (run / "model" / "tokenizer_config.json").is_file()
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["rewards"] == ["exact_answer", "short"]
-    assert metrics["multi_objective_aggregation"] == "normalize_then_sum"
-    assert metrics["train"]["steps"] == 2
-    assert metrics["train"]["skipped_steps"] == 0
-    assert 1.0 <= metrics["train"]["advantages/distinct_per_group"] <= 2.0
-    for phase in ("before", "after"):
-        assert metrics[phase]["short"]["scored"] == 1.0
-        assert 0.0 <= metrics[phase]["short"]["mean"] <= 1.0
-    assert "held-out mean reward" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        (["--reward_weights", "0.9", "0.9"], "reward_weights must be on the simplex"),
-        (["--weighting", "sharpness"], "weighting must be one of"),
-        (["--rewards", "answer", "no_such_reward"], r"rewards\[1\]: cannot build reward 'no_such_reward'"),
-    ],
-)
-def test_rl_command_bad_config_exits_2(tmp_path, tiny_model_dir, capsys, override, message):
-    from paretoalign.cli import main
-
-    config = write_rl_config(tmp_path, tiny_model_dir)
-    assert main(["rl", "--config", config, *override]) == 2
-    output = " ".join(capsys.readouterr().out.split())
-    assert "error:" in output
-    assert re.search(message, output)
-
-
-def test_rl_command_unknown_reward_function_exits_2(tmp_path, tiny_model_dir, capsys):
-    from paretoalign.cli import main
-
-    config = write_rl_config(
-        tmp_path, tiny_model_dir, rewards=[{"function": "rl_test_rewards_missing:score"}], reward_weights=[1.0]
-    )
-    assert main(["rl", "--config", config]) == 2
-    output = " ".join(capsys.readouterr().out.split())
-    assert "rewards[0]: cannot import 'rl_test_rewards_missing:score'" in output
-
-
-def test_yaml_paths_are_relative_to_the_config_file(tmp_path, tiny_model_dir):
-    from paretoalign.trainers.grpo import load_rl_config
-
-    config = load_rl_config(write_rl_config(tmp_path, tiny_model_dir), [])
-    assert config.prompts == str(tmp_path / "prompts.jsonl")
-    assert config.rewards[1] == {"function": "rl_test_rewards:short", "limit": 12}
-    assert config.model == str(tiny_model_dir)

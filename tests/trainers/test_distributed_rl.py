@@ -55,7 +55,7 @@ def free_port() -> int:
 def write_config(tmp_path: Path, model_dir: Path, weighting: str) -> None:
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": prompt}) + "\n" for prompt in PROMPTS))
     config = {
-        "model": str(model_dir),
+        "model_name_or_path": str(model_dir),
         "prompts": "prompts.jsonl",
         "num_problems": 8,  # two steps of 4 prompts x 4 completions
         "num_eval_prompts": 0,
@@ -90,7 +90,7 @@ def launch(run_dir: Path, processes: int, specs: list[str]) -> None:
     if processes == 1:
         command = [sys.executable, str(WORKER), *arguments]
     else:
-        # torchrun + gloo on CPU, as in test_distributed.py (accelerate reads the same RANK / WORLD_SIZE).
+        # torchrun + gloo on CPU (accelerate reads the same RANK / WORLD_SIZE).
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                    "--master_port", str(free_port()), str(WORKER), *arguments]
     result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=600)

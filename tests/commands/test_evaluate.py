@@ -1,10 +1,9 @@
-"""Generation-based scores of `paretoalign eval`: win rate and reward summaries on hand-made scores, reward specs,
-and the eval command end to end on a tiny random Llama against completions generated here token by token."""
+"""``paretoalign eval`` (paretoalign.commands.evaluate): its reward-spec fields, and the command end to end on a tiny
+random Llama against completions generated here token by token and against the run's own held-out metrics."""
 
 from __future__ import annotations
 
 import json
-import math
 import re
 
 import pytest
@@ -12,16 +11,13 @@ import torch
 import yaml
 
 from paretoalign.cli import main
-from paretoalign.config import ParetoPreferenceConfig
-from paretoalign.evaluation import evaluate_trained, reward_spec, reward_summary, win_counts, win_rate
+from paretoalign.commands.evaluate import evaluate_trained
 from paretoalign.models import apply_lora, load_policy, save_policy
-from paretoalign.rewards import get_reward
-
-from test_preference_trainer import PROMPTS, write_multi_label_pairs
+from paretoalign.rewards import get_reward, parse_reward_spec
+from paretoalign.trainers.preference import ParetoPreferenceConfig
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.filterwarnings("ignore::UserWarning")]
 
-NAN, INF = math.nan, math.inf
 MAX_NEW_TOKENS = 8
 
 REWARD_MODULE = '''
@@ -39,50 +35,21 @@ def even_bonus(prompts, completions, bonus, **kwargs):
 '''
 
 
-# --- the maths on hand-made scores -----------------------------------------------------------------------------------
-
-
-def test_win_rate_counts_wins_ties_and_losses_over_prompts_both_scored():
-    candidate = [3.0, 1.0, None, 2.0, 5.0, NAN, 7.0, 0.0]
-    baseline = [1.0, 2.0, 4.0, 2.0, None, 0.0, INF, 0.0]
-    # scored by both: positions 0 (win), 1 (loss), 3 (tie), 7 (tie); None, NaN and inf are not scores
-    assert win_counts(candidate, baseline) == (1, 2, 1)
-    assert win_rate(candidate, baseline) == (1 + 0.5 * 2) / 4
-    assert win_rate(baseline, candidate) == (1 + 0.5 * 2) / 4  # symmetric here: one win, one loss
-    assert win_rate([2.0, 3.0, 1.0], [1.0, 1.0, 0.5]) == 1.0
-    assert win_rate([0.0, -1.0], [1.0, 0.0]) == 0.0
-    assert win_rate([4.0, 2.5, None], [4.0, 2.5, 1.0]) == 0.5  # a policy against itself
-
-
-def test_win_rate_without_a_common_score_is_none_and_lengths_must_match():
-    assert win_rate([None, 1.0], [2.0, None]) is None
-    assert win_rate([], []) is None
-    with pytest.raises(ValueError, match="3 candidate scores against 2 baseline scores"):
-        win_rate([1.0, 2.0, 3.0], [1.0, 2.0])
-
-
-def test_reward_summary_means_the_scored_values_and_counts_their_share():
-    assert reward_summary([1.0, None, 3.0, NAN, INF]) == {"mean": 2.0, "scored": 0.4}
-    assert reward_summary([0.5, 0.25, 0.25, 1]) == {"mean": 0.5, "scored": 1.0}
-    empty = reward_summary([])
-    assert math.isnan(empty["mean"]) and empty["scored"] == 0.0
-    unscored = reward_summary([None, NAN])
-    assert math.isnan(unscored["mean"]) and unscored["scored"] == 0.0
-
-
 def test_reward_specs_take_the_rl_syntax_and_name_the_field():
-    assert reward_spec("length:target=40,unit=words", "eval_rewards[0]") == {
+    assert parse_reward_spec("length:target=40,unit=words", "eval_rewards[0]") == {
         "name": "length", "target": 40, "unit": "words"
     }
-    assert reward_spec("format", "eval_rewards[0]") == {"name": "format"}
-    assert reward_spec("{name: length, target: 40}", "eval_judge") == {"name": "length", "target": 40}
-    assert reward_spec({"function": "module:fn", "scale": 2}, "eval_judge") == {"function": "module:fn", "scale": 2}
+    assert parse_reward_spec("format", "eval_rewards[0]") == {"name": "format"}
+    assert parse_reward_spec("{name: length, target: 40}", "eval_judge") == {"name": "length", "target": 40}
+    assert parse_reward_spec({"function": "module:fn", "scale": 2}, "eval_judge") == {
+        "function": "module:fn", "scale": 2
+    }
     with pytest.raises(ValueError, match=r"eval_rewards\[2\]: unknown reward 'no_such_reward'; valid rewards: answer"):
-        reward_spec({"name": "no_such_reward"}, "eval_rewards[2]")
+        parse_reward_spec({"name": "no_such_reward"}, "eval_rewards[2]")
     with pytest.raises(ValueError, match="eval_judge: a reward spec needs exactly one of 'name', 'function' or 'sum'"):
-        reward_spec({"name": "length", "function": "module:fn"}, "eval_judge")
+        parse_reward_spec({"name": "length", "function": "module:fn"}, "eval_judge")
     with pytest.raises(ValueError, match="eval_judge: a reward spec is a mapping"):
-        reward_spec(3, "eval_judge")
+        parse_reward_spec(3, "eval_judge")
 
 
 def config_of(tmp_path, **overrides) -> ParetoPreferenceConfig:
@@ -146,9 +113,9 @@ def perturbed_model_dir(tmp_path, tiny_model_dir):
 
 
 def test_eval_command_scores_completions_and_the_win_rate_against_the_base_model(
-    tmp_path, tiny_model_dir, perturbed_model_dir, capsys
+    tmp_path, tiny_model_dir, perturbed_model_dir, make_multi_label_pairs, capsys
 ):
-    write_multi_label_pairs(tmp_path / "pairs.jsonl")
+    make_multi_label_pairs(tmp_path / "pairs.jsonl")
     (tmp_path / "eval_rewards.py").write_text(REWARD_MODULE)
     prompts = [[{"role": "user", "content": text}] for text in
                ("How do I bake bread?", "Tell me a joke.", "Is it safe to swim?", "Help me write a poem about a fox.",
@@ -209,25 +176,27 @@ def test_eval_command_scores_completions_and_the_win_rate_against_the_base_model
     assert f"win rate vs reference under judge 'characters': {judged['win_rate']:.3f} over 5 prompts" in output
 
 
-def test_untrained_adapter_wins_exactly_half_against_the_reference(tmp_path, tiny_model_dir):
+def test_untrained_adapter_wins_exactly_half_against_the_reference(
+    tmp_path, tiny_model_dir, make_multi_label_pairs, pair_prompts
+):
     base, tokenizer = load_policy(tiny_model_dir)
     adapter = save_policy(apply_lora(base, r=4, lora_alpha=8), tokenizer, tmp_path / "lora" / "model")
     (tmp_path / "eval_rewards.py").write_text(REWARD_MODULE)
     judge = {"function": f"{tmp_path / 'eval_rewards.py'}:characters", "label": "chars"}
     config = config_of(tmp_path, model_name_or_path=str(tiny_model_dir),
-                       eval_data=str(write_multi_label_pairs(tmp_path / "pairs.jsonl")), eval_judge=judge,
+                       eval_data=str(make_multi_label_pairs(tmp_path / "pairs.jsonl")), eval_judge=judge,
                        eval_rewards=["length:target=3,unit=words"], eval_max_new_tokens=MAX_NEW_TOKENS,
                        per_device_eval_batch_size=3)
     report = evaluate_trained(adapter, config)
     generation = report["generation"]
     # the default prompts: the four distinct prompts of the 16 pairs, in file order
-    assert [row["prompt"] for row in generation["completions"]] == PROMPTS and generation["prompts"] == 4
+    assert [row["prompt"] for row in generation["completions"]] == pair_prompts and generation["prompts"] == 4
     assert all(row["trained"] == row["reference"] for row in generation["completions"])
     assert generation["win_rate_vs_reference"] == {"judge": "chars", "win_rate": 0.5, "prompts": 4, "wins": 0,
                                                    "ties": 4, "losses": 0}
     scores = generation["rewards"]["length"]
     assert scores["trained"] == scores["reference"] and scores["trained"]["scored"] == 1.0
-    expected = [greedy_completion(base, tokenizer, prompt) for prompt in PROMPTS]
+    expected = [greedy_completion(base, tokenizer, prompt) for prompt in pair_prompts]
     assert [row["reference"] for row in generation["completions"]] == expected
     for name in ("concise", "safe"):  # the adapter is the reference: preference accuracy 1/2, margin 0
         assert report["metrics"][name]["accuracy"] == 0.5 and report["metrics"][name]["margin"] == 0.0
@@ -236,10 +205,10 @@ def test_untrained_adapter_wins_exactly_half_against_the_reference(tmp_path, tin
     assert set(evaluate_trained(adapter, config)) == {"metrics"}
 
 
-def test_eval_command_names_a_bad_reward_spec(tmp_path, tiny_model_dir, capsys):
+def test_eval_command_names_a_bad_reward_spec(tmp_path, tiny_model_dir, make_multi_label_pairs, capsys):
     config_file = tmp_path / "eval.yaml"
     config_file.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_model_dir), "eval_data": str(write_multi_label_pairs(tmp_path / "p.jsonl")),
+        "model_name_or_path": str(tiny_model_dir), "eval_data": str(make_multi_label_pairs(tmp_path / "p.jsonl")),
         "use_cpu": True, "report_to": "none", "output_dir": str(tmp_path / "x"),
     }))
     model = str(tmp_path / "no_model_needed")
@@ -252,3 +221,27 @@ def test_eval_command_names_a_bad_reward_spec(tmp_path, tiny_model_dir, capsys):
                  "{function: 'eval_missing_module:score'}"]) == 2
     output = " ".join(capsys.readouterr().out.split())
     assert "eval_judge: cannot import module 'eval_missing_module'" in output
+
+
+@pytest.fixture()
+def run_config(tmp_path, tiny_model_dir, make_multi_label_pairs):
+    """A YAML config of a 2-step LoRA run on the tiny pairs, held out on the same pairs."""
+    make_multi_label_pairs(tmp_path / "pairs.jsonl")
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model_dir), "train_data": "pairs.jsonl", "eval_data": "pairs.jsonl",
+        "use_lora": True, "lora_r": 4, "lora_alpha": 8, "max_length": 64, "per_device_train_batch_size": 4,
+        "max_steps": 2, "learning_rate": 1e-2, "output_dir": str(tmp_path / "run"), "report_to": "none",
+        "save_strategy": "no", "use_cpu": True, "disable_tqdm": True,
+    }))
+    return config_file
+
+
+def test_eval_command_reproduces_the_runs_held_out_metrics(tmp_path, run_config):
+    assert main(["train", "--config", str(run_config), "--output_dir", str(tmp_path / "one")]) == 0
+    assert main(["eval", "--model", str(tmp_path / "one" / "model"), "--config", str(run_config)]) == 0
+    evaluated = json.loads((tmp_path / "one" / "eval.json").read_text())["metrics"]
+    trained = json.loads((tmp_path / "one" / "metrics.json").read_text())["after"]
+    for name in ("concise", "safe"):
+        assert evaluated[name]["accuracy"] == trained[name]["accuracy"]
+        assert evaluated[name]["loss"] == pytest.approx(trained[name]["loss"], abs=1e-6)

@@ -16,10 +16,6 @@ from safetensors.torch import load_file
 from paretoalign.engine import ObjectiveGradients
 from paretoalign.weighting import get_weighting
 
-from test_preference_trainer import write_multi_label_pairs
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 def test_gram_of_the_global_gradient_is_not_the_mean_of_local_grams():
     # Two processes, two objectives. Process 0: g = (1, 0), (0, 1); process 1: g = (1, 0), (-1, 1).
@@ -70,8 +66,9 @@ def run_training(tmp_path: Path, config_file: Path, output: Path, processes: int
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch.distributed without gloo")
 @pytest.mark.parametrize("engine", ["exact", "fused"])
-def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, tiny_model_dir, engine):
-    write_multi_label_pairs(tmp_path / "pairs.jsonl")
+def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, tiny_model_dir, make_multi_label_pairs,
+                                                                    engine):
+    make_multi_label_pairs(tmp_path / "pairs.jsonl")
     config_file = tmp_path / "run.yaml"
     config_file.write_text(yaml.safe_dump({
         "model_name_or_path": str(tiny_model_dir), "train_data": "pairs.jsonl", "weights": [0.6, 0.4],

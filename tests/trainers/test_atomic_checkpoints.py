@@ -12,8 +12,6 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from test_preference_trainer import write_multi_label_pairs
-
 # Runs `paretoalign train`; with CRASH_AT_CHECKPOINT=N the process SIGKILLs itself in the middle of writing
 # checkpoint N (after the weights and optimizer, before the RNG states and trainer state).
 LAUNCHER = """
@@ -49,8 +47,9 @@ def step_losses(output_dir: Path) -> list[tuple[int, float, float, float]]:
     return [(e["step"], e["loss"], e["loss/concise"], e["loss/safe"]) for e in history if "loss/concise" in e]
 
 
-def test_kill_during_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model_dir):
-    write_multi_label_pairs(tmp_path / "pairs.jsonl")
+def test_kill_during_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model_dir,
+                                                                        make_multi_label_pairs):
+    make_multi_label_pairs(tmp_path / "pairs.jsonl")
     config_file = tmp_path / "run.yaml"
     config_file.write_text(yaml.safe_dump({
         "model_name_or_path": str(tiny_model_dir), "train_data": "pairs.jsonl", "weights": [0.6, 0.4],

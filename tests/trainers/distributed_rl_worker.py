@@ -20,6 +20,10 @@ import os
 import sys
 from pathlib import Path
 
+from paretoalign.cli import main as cli_main
+from paretoalign.engine import ObjectiveGradients
+from paretoalign.trainers.grpo import MultiRewardGRPOTrainer
+
 FIRST_ORDINARY_ID = 3  # the tiny tokenizer's special tokens are ids 0, 1, 2 (pad, bos, eos)
 
 
@@ -81,8 +85,6 @@ LOCAL_GRAM = False
 def install_local_gram_switch() -> None:
     """While ``LOCAL_GRAM`` is set, the engine forms the Gram (and alpha) from each process's local gradients and
     only the combined direction ``sum_k alpha_k g_k`` is averaged across processes."""
-    from paretoalign.engine import ObjectiveGradients
-
     exact_step = ObjectiveGradients.step
 
     def step(self):
@@ -106,9 +108,6 @@ def main(argv: list[str]) -> int:
     --config RUN_DIR/NAME.yaml`` with per-device batch BATCH, writing ``RUN_DIR/<processes>p-SPEC``. Several runs
     share one launch (and one process group) to save start-up time."""
     global LOCAL_GRAM
-    from paretoalign.cli import main as cli_main
-    from paretoalign.trainers.grpo import MultiRewardGRPOTrainer
-
     MultiRewardGRPOTrainer._generate_single_turn = deterministic_generate_single_turn
     install_local_gram_switch()
     run_dir, batch_size, specs = Path(argv[0]), argv[1], argv[2:]

@@ -1,0 +1,214 @@
+"""Tests for paretoalign.generation: prompt encoding, end of sequence, batched greedy and sampled generation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from tokenizers.processors import TemplateProcessing
+
+from paretoalign.generation import (
+    Completion,
+    encode_prompts,
+    end_of_sequence_ids,
+    generate_completions,
+    trim_at_end_of_sequence,
+)
+
+PROMPTS = ["How do I bake bread?", "No.", "The quick brown fox jumps over the lazy dog. I cannot help with that."]
+MAX_NEW_TOKENS = 6
+
+
+@pytest.fixture(scope="module")
+def bos_tokenizer(tiny_tokenizer):
+    """The tiny tokenizer, made to put its BOS (``<|im_start|>``) before every text it encodes with special tokens."""
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{tokenizer.bos_token} $A", special_tokens=[(tokenizer.bos_token, tokenizer.bos_token_id)]
+    )
+    return tokenizer
+
+
+@pytest.fixture()
+def prompt_ids(tiny_tokenizer):
+    return encode_prompts(tiny_tokenizer, PROMPTS, add_special_tokens=False)
+
+
+def plain_ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# --- encode_prompts ---------------------------------------------------------------------------------------------
+
+
+def test_a_message_list_goes_through_the_chat_template_with_the_generation_prompt(bos_tokenizer):
+    messages = [{"role": "user", "content": "How do I bake bread?"}]
+    rendered = bos_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered.endswith("<|im_start|>assistant\n")
+    for add_special_tokens in (True, False):
+        (ids,) = encode_prompts(bos_tokenizer, [messages], add_special_tokens=add_special_tokens)
+        assert ids == plain_ids(bos_tokenizer, rendered)  # the template carries its own special tokens
+        assert ids[0] == bos_tokenizer.bos_token_id and ids[1] != bos_tokenizer.bos_token_id
+
+
+def test_transcripts_are_rendered_as_messages_only_when_asked(tiny_tokenizer):
+    transcript = "Human: hi\n\nAssistant: hello\n\nHuman: bye\n\nAssistant:"
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "bye"}]
+    (rendered,) = encode_prompts(tiny_tokenizer, [transcript], add_special_tokens=False, render_transcripts=True)
+    assert rendered == encode_prompts(tiny_tokenizer, [messages], add_special_tokens=False)[0]
+    (plain,) = encode_prompts(tiny_tokenizer, [transcript], add_special_tokens=False)
+    assert plain == plain_ids(tiny_tokenizer, transcript)
+    without_template = copy.deepcopy(tiny_tokenizer)
+    without_template.chat_template = None
+    (unrendered,) = encode_prompts(without_template, [transcript], add_special_tokens=False, render_transcripts=True)
+    assert unrendered == plain
+
+
+def test_add_special_tokens_puts_the_bos_first_once(bos_tokenizer):
+    text = "How do I bake bread?"
+    bos = bos_tokenizer.bos_token_id
+    texts = [text, bos_tokenizer.bos_token + text]
+    with_bos, already_bos = encode_prompts(bos_tokenizer, texts, add_special_tokens=True)
+    assert with_bos == [bos, *plain_ids(bos_tokenizer, text)]
+    assert already_bos == with_bos  # a text that starts with the BOS does not get a second one
+    (without,) = encode_prompts(bos_tokenizer, [text], add_special_tokens=False)
+    assert without == plain_ids(bos_tokenizer, text)
+
+
+def test_max_prompt_tokens_keeps_the_last_tokens(bos_tokenizer):
+    text = PROMPTS[2]
+    (full,) = encode_prompts(bos_tokenizer, [text], add_special_tokens=True)
+    assert len(full) > 5
+    (kept,) = encode_prompts(bos_tokenizer, [text], add_special_tokens=True, max_prompt_tokens=5)
+    assert kept == full[-5:]
+    assert encode_prompts(bos_tokenizer, [text], add_special_tokens=True, max_prompt_tokens=len(full) + 10) == [full]
+
+
+# --- end of sequence --------------------------------------------------------------------------------------------
+
+
+def test_trim_at_end_of_sequence_keeps_the_first_end_and_nothing_after():
+    assert trim_at_end_of_sequence([5, 2, 7, 2], {2}) == [5, 2]
+    assert trim_at_end_of_sequence([5, 9, 2, 7], {2, 9}) == [5, 9]
+    assert trim_at_end_of_sequence([2, 5], {2}) == [2]
+    assert trim_at_end_of_sequence((5, 6, 7), {2}) == [5, 6, 7]
+    assert trim_at_end_of_sequence([], {2}) == []
+
+
+def test_end_of_sequence_ids_are_the_tokenizers_and_the_generation_configs(tiny_llama, tiny_tokenizer):
+    eos = tiny_tokenizer.eos_token_id
+    tiny_llama.generation_config.eos_token_id = [eos, 7, 9]
+    assert end_of_sequence_ids(tiny_llama, tiny_tokenizer) == {eos, 7, 9}
+    tiny_llama.generation_config.eos_token_id = 5
+    assert end_of_sequence_ids(tiny_llama, tiny_tokenizer) == {5, eos}
+    tiny_llama.generation_config.eos_token_id = None
+    assert end_of_sequence_ids(tiny_llama, tiny_tokenizer) == {eos}
+    assert end_of_sequence_ids(torch.nn.Linear(2, 2), tiny_tokenizer) == {eos}
+
+
+# --- generate_completions ---------------------------------------------------------------------------------------
+
+
+def test_greedy_is_deterministic_and_equals_one_prompt_at_a_time(tiny_llama, tiny_tokenizer, prompt_ids):
+    batched = generate_completions(tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=MAX_NEW_TOKENS)
+    assert generate_completions(tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=MAX_NEW_TOKENS) == batched
+    one_at_a_time = [
+        generate_completions(tiny_llama, tiny_tokenizer, [ids], max_new_tokens=MAX_NEW_TOKENS)[0] for ids in prompt_ids
+    ]
+    assert batched == one_at_a_time
+    assert [len(completions) for completions in batched] == [1, 1, 1]
+    for (completion,) in batched:
+        assert isinstance(completion, Completion) and len(completion.token_ids) == MAX_NEW_TOKENS
+        assert completion.text == tiny_tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_a_batch_smaller_than_the_sequences_gives_the_same_greedy_result(
+    tiny_llama, tiny_tokenizer, prompt_ids, batch_size
+):
+    expected = generate_completions(tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=MAX_NEW_TOKENS)
+    small = generate_completions(
+        tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=MAX_NEW_TOKENS, batch_size=batch_size
+    )
+    assert small == expected
+
+
+def test_a_completion_ends_at_the_first_end_of_sequence_id(tiny_llama, tiny_tokenizer, prompt_ids):
+    ((free,),) = generate_completions(tiny_llama, tiny_tokenizer, prompt_ids[:1], max_new_tokens=MAX_NEW_TOKENS)
+    ids = free.token_ids
+    position = next(index for index in range(2, len(ids)) if ids[index] not in ids[:index])
+    stop = ids[position]
+    tiny_llama.generation_config.eos_token_id = [tiny_tokenizer.eos_token_id, stop]
+    ((trimmed,),) = generate_completions(tiny_llama, tiny_tokenizer, prompt_ids[:1], max_new_tokens=MAX_NEW_TOKENS)
+    assert trimmed.token_ids == ids[: position + 1]
+    assert trimmed.text == tiny_tokenizer.decode(trimmed.token_ids, skip_special_tokens=True)
+
+
+def test_num_return_sequences_are_grouped_per_prompt(tiny_llama, tiny_tokenizer, prompt_ids):
+    torch.manual_seed(0)
+    grouped = generate_completions(
+        tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=MAX_NEW_TOKENS, num_return_sequences=3, do_sample=True
+    )
+    assert [len(completions) for completions in grouped] == [3, 3, 3]
+    for completions in grouped:
+        assert len({tuple(completion.token_ids) for completion in completions}) == 3  # sampled, not copies
+
+
+def test_a_seeded_sampled_run_is_reproducible(tiny_llama, tiny_tokenizer, prompt_ids):
+    def sample(seed):
+        torch.manual_seed(seed)
+        return generate_completions(
+            tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=MAX_NEW_TOKENS, num_return_sequences=2,
+            do_sample=True, temperature=0.7,
+        )
+
+    first = sample(0)
+    assert sample(0) == first
+    assert sample(1) != first
+
+
+def test_every_generate_call_holds_at_most_batch_size_sequences(tiny_llama, tiny_tokenizer, prompt_ids, monkeypatch):
+    calls = []
+    generate = tiny_llama.generate
+
+    def recording_generate(**kwargs):
+        calls.append(kwargs["input_ids"].shape[0] * kwargs["num_return_sequences"])
+        return generate(**kwargs)
+
+    monkeypatch.setattr(tiny_llama, "generate", recording_generate)
+    torch.manual_seed(0)
+    grouped = generate_completions(
+        tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=2, num_return_sequences=5, do_sample=True, batch_size=2
+    )
+    assert [len(completions) for completions in grouped] == [5, 5, 5]
+    assert calls == [2, 2, 1] * 3
+    calls.clear()
+    generate_completions(tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=2, num_return_sequences=2,
+                         do_sample=True, batch_size=4)
+    assert calls == [4, 2]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_the_models_mode_is_restored(tiny_llama, tiny_tokenizer, prompt_ids, monkeypatch, training):
+    tiny_llama.train(training)
+    modes = []
+    generate = tiny_llama.generate
+
+    def recording_generate(**kwargs):
+        modes.append(tiny_llama.training)
+        return generate(**kwargs)
+
+    monkeypatch.setattr(tiny_llama, "generate", recording_generate)
+    generate_completions(tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=2)
+    assert modes == [False]  # generation runs in eval mode
+    assert tiny_llama.training is training
+    assert all(module.training is training for module in tiny_llama.modules())
+
+
+def test_bad_sizes_are_errors(tiny_llama, tiny_tokenizer, prompt_ids):
+    for sizes in ({"max_new_tokens": 0}, {"max_new_tokens": 2, "num_return_sequences": 0},
+                  {"max_new_tokens": 2, "batch_size": 0}):
+        with pytest.raises(ValueError, match="must be at least 1"):
+            generate_completions(tiny_llama, tiny_tokenizer, prompt_ids, **sizes)

@@ -1,0 +1,57 @@
+"""Numbers about a policy without training it (paretoalign.scoring): preference metrics on known margins, win rates
+and reward summaries on hand-made scores."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from paretoalign.scoring import preference_report, reward_summary, win_counts, win_rate
+
+NAN, INF = math.nan, math.inf
+
+
+def test_preference_report_on_known_margins():
+    # Log-ratios: pair 0 (a: -1 - -2 = +1, b: -3 - -3 = 0) -> delta = 1; pair 1 (a: 0, b: +2) -> delta = -2;
+    # pair 2: delta = 0. beta = 0.5 -> h = (0.5, -1, 0).
+    policy = torch.tensor([[-1.0, -3.0], [-4.0, -1.0], [-2.0, -2.0]])
+    reference = torch.tensor([[-2.0, -3.0], [-4.0, -3.0], [-2.0, -2.0]])
+    labels = torch.tensor([[1, -1], [-1, 0], [1, 1]])
+    report = preference_report(policy, reference, labels, ["a", "b"], beta=0.5)
+    # Objective a: signed margins 0.5, 1.0, 0 -> accuracy (2 + 1/2) / 3, margin 0.5,
+    # loss mean(-log sigmoid(0.5), -log sigmoid(1), log 2).
+    expected_loss_a = (math.log1p(math.exp(-0.5)) + math.log1p(math.exp(-1.0)) + math.log(2)) / 3
+    assert report["a"] == pytest.approx({"accuracy": 2.5 / 3, "margin": 0.5, "loss": expected_loss_a, "pairs": 3})
+    # Objective b: pairs 0 (label -1: -0.5) and 2 (0) -> accuracy 1/4, margin -0.25.
+    expected_loss_b = (math.log1p(math.exp(0.5)) + math.log(2)) / 2
+    assert report["b"] == pytest.approx({"accuracy": 0.25, "margin": -0.25, "loss": expected_loss_b, "pairs": 2})
+
+
+def test_win_rate_counts_wins_ties_and_losses_over_prompts_both_scored():
+    candidate = [3.0, 1.0, None, 2.0, 5.0, NAN, 7.0, 0.0]
+    baseline = [1.0, 2.0, 4.0, 2.0, None, 0.0, INF, 0.0]
+    # scored by both: positions 0 (win), 1 (loss), 3 (tie), 7 (tie); None, NaN and inf are not scores
+    assert win_counts(candidate, baseline) == (1, 2, 1)
+    assert win_rate(candidate, baseline) == (1 + 0.5 * 2) / 4
+    assert win_rate(baseline, candidate) == (1 + 0.5 * 2) / 4  # symmetric here: one win, one loss
+    assert win_rate([2.0, 3.0, 1.0], [1.0, 1.0, 0.5]) == 1.0
+    assert win_rate([0.0, -1.0], [1.0, 0.0]) == 0.0
+    assert win_rate([4.0, 2.5, None], [4.0, 2.5, 1.0]) == 0.5  # a policy against itself
+
+
+def test_win_rate_without_a_common_score_is_none_and_lengths_must_match():
+    assert win_rate([None, 1.0], [2.0, None]) is None
+    assert win_rate([], []) is None
+    with pytest.raises(ValueError, match="3 candidate scores against 2 baseline scores"):
+        win_rate([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_reward_summary_means_the_scored_values_and_counts_their_share():
+    assert reward_summary([1.0, None, 3.0, NAN, INF]) == {"mean": 2.0, "scored": 0.4}
+    assert reward_summary([0.5, 0.25, 0.25, 1]) == {"mean": 0.5, "scored": 1.0}
+    empty = reward_summary([])
+    assert math.isnan(empty["mean"]) and empty["scored"] == 0.0
+    unscored = reward_summary([None, NAN])
+    assert math.isnan(unscored["mean"]) and unscored["scored"] == 0.0
