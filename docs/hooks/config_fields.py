@@ -114,9 +114,14 @@ def code_span(text: str) -> str:
     return f"{fence}{padding}{text}{padding}{fence}"
 
 
-def type_text(config_field: dataclasses.Field) -> str:
-    annotation = config_field.type
-    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+def type_text(config_class: type, config_field: dataclasses.Field) -> str:
+    """The field's annotation as written in the class that declares it (transformers' argument parser replaces
+    ``Field.type`` by a resolved type, so the annotations of the class are read instead)."""
+    for klass in config_class.__mro__:
+        annotation = vars(klass).get("__annotations__", {}).get(config_field.name)
+        if annotation is not None:
+            return annotation if isinstance(annotation, str) else repr(annotation).replace("typing.", "")
+    return repr(config_field.type)
 
 
 def yaml_value(value: Any) -> str:
@@ -150,7 +155,7 @@ def fields_table(config_class: type) -> str:
                 raise ValueError(f"{config_class.__name__}.{name}: path kind {path_kind!r} is not in PATH_NOTES")
             help_text = f"{help_text.rstrip().removesuffix('.')}. {PATH_NOTES[path_kind]}"
         lines.append(
-            f"| `{config_field.name}` | {code_span(type_text(config_field))} | {default_text(config_field)} "
+            f"| `{config_field.name}` | {code_span(type_text(config_class, config_field))} | {default_text(config_field)} "
             f"| {markdown_text(help_text)} |"
         )
     base = foreign_base(config_class)
