@@ -9,7 +9,7 @@ import json
 import sys
 import time
 
-from paretoalign.synthetic import TransferBanditConfig, format_transfer_table, transfer_benchmark
+from paretoalign.synthetic.bandit import TransferBanditConfig, format_transfer_table, transfer_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:

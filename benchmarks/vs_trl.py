@@ -35,10 +35,14 @@ from transformers import TrainerCallback
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_cost import append_to_markdown, machine_description  # noqa: E402
 
-from paretoalign.config import ParetoPreferenceConfig  # noqa: E402
-from paretoalign.data import builtin_data_path, load_preferences  # noqa: E402
+from paretoalign.data.files import builtin_data_path  # noqa: E402
+from paretoalign.data.preferences import load_preferences  # noqa: E402
 from paretoalign.models import apply_lora, load_policy  # noqa: E402
-from paretoalign.trainers.preference import ParetoPreferenceTrainer, prepare_preference_data  # noqa: E402
+from paretoalign.trainers.preference import (  # noqa: E402
+    ParetoPreferenceConfig,
+    ParetoPreferenceTrainer,
+    prepare_preference_data,
+)
 
 SECTION = "## Against TRL"
 DATA = "hh-rlhf/harmless/train.jsonl"

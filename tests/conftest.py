@@ -134,7 +134,7 @@ def tiny_preference_config(tmp_path: Path, model_dir: Path, **overrides):
 @pytest.fixture(scope="session")
 def shipped_data() -> Path:
     """The data slices shipped inside the package (``builtin:NAME`` resolves inside this folder)."""
-    from paretoalign.data import builtin_data_path
+    from paretoalign.data.files import builtin_data_path
 
     return builtin_data_path("hh-rlhf").parent
 

@@ -18,37 +18,26 @@ import importlib
 
 __version__ = "0.1.0"
 
-#: Public name -> the module that defines it.
+#: The module that defines each public name.
 _PUBLIC = {
-    "ParetoPreferenceConfig": "paretoalign.trainers.preference",
-    "ParetoPreferenceTrainer": "paretoalign.trainers.preference",
-    "MultiRewardGRPOConfig": "paretoalign.trainers.grpo",
-    "MultiRewardGRPOTrainer": "paretoalign.trainers.grpo",
-    "TransferConfig": "paretoalign.trainers.transfer",
-    "TransferTrainer": "paretoalign.trainers.transfer",
-    "get_weighting": "paretoalign.weighting",
-    "validate_weights": "paretoalign.weighting",
-    "WEIGHTINGS": "paretoalign.weighting",
-    "preference_losses": "paretoalign.losses",
-    "preference_metrics": "paretoalign.losses",
-    "ObjectiveGradients": "paretoalign.engine",
-    "grpo_advantages": "paretoalign.advantages",
-    "gdpo_advantages": "paretoalign.advantages",
-    "decoupled_advantages": "paretoalign.advantages",
-    "conditional_rewards": "paretoalign.advantages",
-    "pareto_mask": "paretoalign.pareto",
-    "pareto_front": "paretoalign.pareto",
-    "hypervolume": "paretoalign.pareto",
-    "simplex_grid": "paretoalign.pareto",
-    "pareto_criticality": "paretoalign.pareto",
-    "get_reward": "paretoalign.rewards",
-    "build_reward": "paretoalign.rewards",
-    "load_policy": "paretoalign.models",
-    "load_trained": "paretoalign.models",
-    "load_preferences": "paretoalign.data",
-    "load_prompts": "paretoalign.data",
+    name: module
+    for module, names in {
+        "paretoalign.trainers.preference": ["ParetoPreferenceConfig", "ParetoPreferenceTrainer"],
+        "paretoalign.trainers.grpo": ["MultiRewardGRPOConfig", "MultiRewardGRPOTrainer"],
+        "paretoalign.trainers.transfer": ["TransferConfig", "TransferTrainer"],
+        "paretoalign.weighting": ["WEIGHTINGS", "get_weighting", "validate_weights"],
+        "paretoalign.losses": ["preference_losses", "preference_metrics"],
+        "paretoalign.engine": ["ObjectiveGradients"],
+        "paretoalign.advantages": ["conditional_rewards", "decoupled_advantages", "gdpo_advantages", "grpo_advantages"],
+        "paretoalign.pareto": ["hypervolume", "pareto_criticality", "pareto_front", "pareto_mask", "simplex_grid"],
+        "paretoalign.rewards.builtin": ["get_reward"],
+        "paretoalign.rewards.specs": ["build_reward"],
+        "paretoalign.models": ["load_policy", "load_trained"],
+        "paretoalign.data.preferences": ["load_preferences"],
+        "paretoalign.data.prompts": ["load_prompts"],
+    }.items()
+    for name in names
 }
-
 __all__ = sorted(_PUBLIC)
 
 

@@ -36,14 +36,8 @@ DISTINCT_TOLERANCE = 1e-3
 """Advantages closer than this count as one value in :func:`distinct_per_group`."""
 
 __all__ = [
-    "SCALES",
-    "RewardCondition",
-    "apply_conditions",
-    "conditional_rewards",
-    "distinct_per_group",
-    "decoupled_advantages",
-    "gdpo_advantages",
-    "grpo_advantages",
+    "SCALES", "RewardCondition", "apply_conditions", "conditional_rewards", "distinct_per_group",
+    "decoupled_advantages", "gdpo_advantages", "grpo_advantages",
 ]
 
 SCALES = ("group", "batch", "none")

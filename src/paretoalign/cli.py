@@ -52,32 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    train_parser = commands.add_parser(
-        "train",
-        help="train on pairwise preference data for K objectives",
-        add_help=False,
-        description="Train a policy on preference pairs for several objectives (RACO by default).",
-    )
-    train_parser.add_argument("--config", help="YAML config file; --field value pairs override it")
+    for name, text in (
+        ("train", "train on pairwise preference data for K objectives"),
+        ("rl", "online multi-reward RL: GRPO, GDPO or per-reward gradients combined by a weighting"),
+        ("transfer", "online DPO/IPO under a label budget, borrowing responses from imperfect reward models (TPO)"),
+    ):  # `--help` after these prints the fields of their config
+        command = commands.add_parser(name, help=text, add_help=False)
+        command.add_argument("--config", help="YAML config file; --field value pairs override it")
     commands.add_parser(
-        "demo",
+        "demo", add_help=False,
         help="the embedded default: SmolLM2-135M-Instruct, harmless vs concise, LoRA, RACO, weights 0.5/0.5",
-        add_help=False,
     )
-    rl_parser = commands.add_parser(
-        "rl",
-        help="online multi-reward RL: GRPO, GDPO or per-reward gradients combined by a weighting",
-        add_help=False,
-        description="Sample completions, score them with K reward functions, train with GRPO / GDPO advantages.",
-    )
-    rl_parser.add_argument("--config", help="YAML config file; --field value pairs override it")
     evaluate_parser = commands.add_parser(
         "eval", help="held-out per-objective accuracy, margin and loss of a trained model (and generation scores)",
         description="Evaluate a trained model (a run's model/ folder) on the config's eval_data, and with eval_rewards "
                     "or eval_judge its greedy completions against the reference policy's; writes eval.json. Any "
                     "config field may follow as --field value.",
     )
-    evaluate_parser.add_argument("--model", required=True, help="the model/ folder a run wrote (adapter or full weights)")
+    evaluate_parser.add_argument("--model", required=True,
+                                 help="the model/ folder a run wrote (adapter or full weights)")
     evaluate_parser.add_argument("--config", required=True, help="YAML config giving eval_data (and the base model)")
     evaluate_parser.add_argument("--output", help="where to write eval.json (default: beside the model folder)")
     sweep_parser = commands.add_parser(
@@ -88,15 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--weights", default="grid:4", help="grid:N (simplex lattice) or 'w1,w2;w1,w2;...'")
     sweep_parser.add_argument("--weightings", default="raco,weighted_sum", help="comma-separated weighting names")
     sweep_parser.add_argument("--metric", default="accuracy", choices=["accuracy", "margin", "loss"],
-                       help="held-out metric per objective that spans the front")
+                              help="held-out metric per objective that spans the front")
     sweep_parser.add_argument("--dry-run", action="store_true", help="print the plan and what is already done")
-    transfer_parser = commands.add_parser(
-        "transfer",
-        help="online DPO/IPO under a label budget, borrowing responses from imperfect reward models (TPO)",
-        add_help=False,
-        description="Online preference learning from a trusted oracle, with UCB-selected imperfect reward models.",
-    )
-    transfer_parser.add_argument("--config", help="YAML config file; --field value pairs override it")
     commands.add_parser(
         "synthetic", add_help=False,
         help="tabular DPO benchmark with an exact Pareto front: every weighting, RACO's clip (--help for options)",

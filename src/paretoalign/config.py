@@ -8,7 +8,8 @@ directory. Values given on the command line stay relative to the working directo
 * ``data``: a path, or a mapping ``objective -> path`` (``builtin:NAME`` left as it is);
 * ``model``: a model name (:func:`paretoalign.models.resolve_model`); resolved like a path only when that file or
   folder exists beside the YAML file, so any other name passes through unchanged;
-* ``reward_spec``: a reward spec, a list of them or an oracle mapping (:func:`paretoalign.rewards.resolve_spec_paths`).
+* ``reward_spec``: a reward spec, a list of them or an oracle mapping
+  (:func:`paretoalign.rewards.specs.resolve_spec_paths`).
 
 :class:`ModelArguments` and :class:`LoraArguments` are the fields every training command shares.
 """
@@ -27,16 +28,10 @@ import yaml
 from transformers import HfArgumentParser
 
 from paretoalign.models import apply_lora
-from paretoalign.rewards import resolve_spec_paths
+from paretoalign.rewards.specs import resolve_spec_paths
 
 __all__ = [
-    "ConfigParser",
-    "LoraArguments",
-    "ModelArguments",
-    "config_to_dict",
-    "load_yaml",
-    "field_help",
-    "parse_config",
+    "ConfigParser", "LoraArguments", "ModelArguments", "config_to_dict", "load_yaml", "field_help", "parse_config",
     "text_value",
 ]
 

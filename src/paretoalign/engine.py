@@ -37,12 +37,7 @@ from torchjd.autogram import Engine
 from paretoalign.fused import FusedObjectiveGradients
 
 __all__ = [
-    "ENGINE_MODES",
-    "EngineStep",
-    "NonFiniteTrainingError",
-    "ObjectiveGradients",
-    "SkipGuard",
-    "mean_across_processes",
+    "ENGINE_MODES", "EngineStep", "NonFiniteTrainingError", "ObjectiveGradients", "SkipGuard", "mean_across_processes",
 ]
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from paretoalign.data import prompt_token_ids, transcript_messages
+from paretoalign.data.prompts import transcript_messages
+from paretoalign.data.tokenize import prompt_token_ids
 
 __all__ = ["Completion", "encode_prompts", "end_of_sequence_ids", "generate_completions", "trim_at_end_of_sequence"]
 
@@ -48,9 +49,10 @@ def encode_prompts(
 
     A message list is rendered with the chat template and the generation prompt (the template carries its own
     special tokens); with ``render_transcripts`` and a tokenizer that has a chat template, so is a string, read as an
-    HH-RLHF transcript (:func:`paretoalign.data.transcript_messages`). Other strings are tokenised as the preference
-    trainer tokenises prompts with ``add_special_tokens`` (:func:`paretoalign.data.prompt_token_ids`: the BOS, never
-    doubled), or as they are without it (TRL's GRPOTrainer). ``max_prompt_tokens`` keeps the last tokens.
+    HH-RLHF transcript (:func:`paretoalign.data.prompts.transcript_messages`). Other strings are tokenised as the
+    preference trainer tokenises prompts with ``add_special_tokens`` (:func:`paretoalign.data.tokenize.prompt_token_ids`:
+    the BOS, never doubled), or as they are without it (TRL's GRPOTrainer). ``max_prompt_tokens`` keeps the last
+    tokens.
     """
     encoded = []
     for prompt in prompts:

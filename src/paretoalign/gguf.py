@@ -74,7 +74,6 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "paretoalign" / "models"
 
 
-
 def load_gguf(
     gguf_path: Path, cache_dir: str | os.PathLike | None = None, torch_dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Path]:
@@ -99,7 +98,6 @@ def _check_gguf_magic(path: Path) -> None:
         )
 
 
-
 def _gguf_fingerprint(path: Path) -> str:
     """Content fingerprint of a GGUF file: SHA-256 of its size, first MiB and last MiB (16 hex digits)."""
     size = path.stat().st_size
@@ -111,11 +109,9 @@ def _gguf_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-
 def _gguf_cache_folder(gguf_path: Path, cache_dir: Path) -> Path:
     """The cache folder of a GGUF file: ``<cache_dir>/<stem>-<fingerprint>``."""
     return cache_dir / f"{gguf_path.stem}-{_gguf_fingerprint(gguf_path)}"
-
 
 
 def _load_gguf_through_cache(
@@ -134,13 +130,11 @@ def _load_gguf_through_cache(
     return _load_cached_copy(cache_folder, torch_dtype)
 
 
-
 def _load_cached_copy(cache_folder: Path, torch_dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Read a cache folder written by `_build_gguf_cache`."""
     policy = AutoModelForCausalLM.from_pretrained(str(cache_folder), dtype=torch_dtype, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(cache_folder), local_files_only=True)
     return policy, tokenizer
-
 
 
 def _cache_problem(cache_folder: Path, gguf_path: Path) -> str | None:
@@ -163,7 +157,6 @@ def _cache_problem(cache_folder: Path, gguf_path: Path) -> str | None:
         if file_path.stat().st_size != expected_size:
             return f"{name} has {file_path.stat().st_size} bytes instead of {expected_size}"
     return None
-
 
 
 def _build_gguf_cache(gguf_path: Path, cache_folder: Path) -> None:
@@ -206,7 +199,6 @@ def _build_gguf_cache(gguf_path: Path, cache_folder: Path) -> None:
     logger.info(
         "De-quantised %s and cached it in %s in %.1f s.", gguf_path, cache_folder, time.perf_counter() - started
     )
-
 
 
 def _full_dequantisation_options() -> dict:

@@ -16,11 +16,7 @@ from typing import Any
 import yaml
 
 __all__ = [
-    "replace_directory",
-    "staging_directory",
-    "write_bytes_atomic",
-    "write_json_atomic",
-    "write_text_atomic",
+    "replace_directory", "staging_directory", "write_bytes_atomic", "write_json_atomic", "write_text_atomic",
     "write_yaml_atomic",
 ]
 

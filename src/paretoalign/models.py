@@ -29,15 +29,8 @@ from paretoalign.gguf import load_gguf, smollm2_gguf_path
 from paretoalign.io import replace_directory, staging_directory
 
 __all__ = [
-    "BUILTIN_MODELS",
-    "apply_lora",
-    "frozen_reference",
-    "load_policy",
-    "load_trained",
-    "reference_logps",
-    "resolve_model",
-    "save_policy",
-    "sequence_logps",
+    "BUILTIN_MODELS", "apply_lora", "frozen_reference", "load_policy", "load_trained", "reference_logps",
+    "resolve_model", "save_policy", "sequence_logps",
 ]
 
 logger = logging.getLogger(__name__)

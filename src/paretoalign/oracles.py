@@ -19,17 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from paretoalign.rewards import RewardFunction, build_reward, parse_reward_spec, reward_label, scores_of
+from paretoalign.rewards.builtin import RewardFunction
+from paretoalign.rewards.specs import build_reward, parse_reward_spec, reward_label, scores_of
 from paretoalign.tpo import OracleRanking, ranking_from_scores, running_best
 
 __all__ = [
-    "ORACLE_TYPES",
-    "HumanOracle",
-    "LabelsFileOracle",
-    "Oracle",
-    "OracleInterrupted",
-    "RewardOracle",
-    "build_oracle",
+    "ORACLE_TYPES", "HumanOracle", "LabelsFileOracle", "Oracle", "OracleInterrupted", "RewardOracle", "build_oracle",
     "pair_key",
 ]
 

@@ -14,14 +14,7 @@ import numpy as np
 import torch
 from pymoo.indicators.hv import HV
 
-__all__ = [
-    "pareto_mask",
-    "pareto_front",
-    "hypervolume",
-    "simplex_grid",
-    "min_norm_weights",
-    "pareto_criticality",
-]
+__all__ = ["pareto_mask", "pareto_front", "hypervolume", "simplex_grid", "min_norm_weights", "pareto_criticality"]
 
 GRAM_RELATIVE_TOLERANCE = 1e-6
 """Allowed asymmetry ``max |G - G^T|`` and negative eigenvalue of a Gram matrix, relative to ``max_ij |G_ij|``."""

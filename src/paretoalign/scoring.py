@@ -28,20 +28,14 @@ import torch
 from rich.progress import track
 from torch import nn
 
-from paretoalign.data import PreferenceCollator
+from paretoalign.data.tokenize import PreferenceCollator
 from paretoalign.losses import preference_losses, preference_metrics
 from paretoalign.models import sequence_logps
-from paretoalign.rewards import checked_reward_function
+from paretoalign.rewards.specs import checked_reward_function
 
 __all__ = [
-    "dataset_logps",
-    "generation_report",
-    "preference_report",
-    "reward_completions",
-    "reward_summary",
-    "score_rewards",
-    "win_counts",
-    "win_rate",
+    "dataset_logps", "generation_report", "preference_report", "reward_completions", "reward_summary", "score_rewards",
+    "win_counts", "win_rate",
 ]
 
 
@@ -56,7 +50,7 @@ def dataset_logps(
 ) -> torch.Tensor:
     """Sequence log-probabilities of every pair's two responses under ``model``, shape [N, 2] (a, b), float64.
 
-    ``dataset`` holds tokenised pairs (:func:`paretoalign.data.tokenize_preferences`). The model runs in eval mode
+    ``dataset`` holds tokenised pairs (:func:`paretoalign.data.tokenize.tokenize_preferences`). The model runs in eval mode
     and is returned to its previous mode.
     """
     collator = PreferenceCollator(pad_token_id)
@@ -136,7 +130,7 @@ def score_rewards(
 ) -> dict[str, list[float | None]]:
     """Per reward name, one score (a number or None) per completion: each function called as the RL trainer calls
     it, ``f(prompts=..., completions=..., completion_ids=..., **columns)``, and checked
-    (:func:`paretoalign.rewards.checked_reward_function`: an exception or a malformed result names it)."""
+    (:func:`paretoalign.rewards.specs.checked_reward_function`: an exception or a malformed result names it)."""
     completions = reward_completions(prompts, texts)
     return {
         name: checked_reward_function(function)(

@@ -12,19 +12,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
-    "SELF_SOURCE",
-    "BudgetExceededError",
-    "LabelLedger",
-    "OracleRanking",
-    "UCBSourceSelector",
-    "preference_pair",
-    "ranking_from_scores",
-    "replace_with_transferred",
-    "running_best",
+    "SELF_SOURCE", "BudgetExceededError", "LabelLedger", "OracleRanking", "UCBSourceSelector", "preference_pair",
+    "ranking_from_scores", "replace_with_transferred", "running_best",
 ]
 
 #: Name of the "no transfer" arm of the selector (the authors' ``null``).
@@ -131,25 +124,11 @@ class UCBSourceSelector:
         return {arm: means[arm] + self.exploration / math.sqrt(self.picks[arm] + 1e-6) for arm in self.arms}
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "sources": list(self.sources),
-            "refresh_prompts": self.refresh_prompts,
-            "self_win_score": self.self_win_score,
-            "exploration": self.exploration,
-            "seed": self.seed,
-            "wins": dict(self.wins),
-            "picks": dict(self.picks),
-            "pending_wins": dict(self.pending_wins),
-            "pending_picks": dict(self.pending_picks),
-            "prompts_seen": self.prompts_seen,
-            "current": self.current,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> UCBSourceSelector:
         return cls(**state)
-
-
 
 
 class BudgetExceededError(RuntimeError):
@@ -185,13 +164,11 @@ class LabelLedger:
         self.spent += cost
 
     def to_dict(self) -> dict[str, int]:
-        return {"budget": self.budget, "spent": self.spent}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, state: dict[str, int]) -> LabelLedger:
         return cls(budget=int(state["budget"]), spent=int(state["spent"]))
-
-
 
 
 def replace_with_transferred(

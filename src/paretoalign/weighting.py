@@ -44,18 +44,9 @@ from torch import Tensor
 from torchjd.aggregation import MGDAWeighting, PCGradWeighting, UPGradWeighting, Weighting
 
 __all__ = [
-    "CAGradDualSolution",
-    "ClippedCAGradWeighting",
-    "UserWeightedMGDA",
-    "UserWeightedPCGrad",
-    "UserWeightedUPGrad",
-    "WEIGHTINGS",
-    "WeightedCAGradWeighting",
-    "WeightedSumWeighting",
-    "UserWeighting",
-    "get_weighting",
-    "solve_cagrad_dual",
-    "validate_weights",
+    "CAGradDualSolution", "ClippedCAGradWeighting", "UserWeightedMGDA", "UserWeightedPCGrad", "UserWeightedUPGrad",
+    "WEIGHTINGS", "WeightedCAGradWeighting", "WeightedSumWeighting", "UserWeighting", "get_weighting",
+    "solve_cagrad_dual", "validate_weights", "weights_for",
 ]
 
 #: Largest K handled by the exact face enumeration of the CAGrad dual (2^K - 1 faces).
@@ -86,6 +77,27 @@ def validate_weights(weights: Sequence[float] | Tensor, normalize: bool = False,
             )
         w = w / total
     return w
+
+
+def weights_for(
+    weights: Sequence[float] | None, names: Sequence[str], field: str = "weights", simplex: bool = True
+) -> list[float]:
+    """The user weights of the objectives ``names``: equal weights ``1 / K`` when none were given (``1`` each off
+    the simplex), else exactly one per objective, finite, and on the simplex (:func:`validate_weights`) unless
+    ``simplex`` is False. Errors name ``field``."""
+    if weights is None:
+        return [1.0 / len(names) if simplex else 1.0] * len(names)
+    values = [float(value) for value in weights]
+    if len(values) != len(names):
+        raise ValueError(f"{field}: {len(values)} weights were given for {len(names)} objectives {list(names)}.")
+    if not all(math.isfinite(value) for value in values):
+        raise ValueError(f"{field} must be finite, got {values}.")
+    if simplex:
+        try:
+            validate_weights(values)
+        except ValueError as error:
+            raise ValueError(f"{field} must be on the simplex (non-negative, sum 1): {error}") from error
+    return values
 
 
 def _validate_gram(gram: Tensor, num_objectives: int) -> None:

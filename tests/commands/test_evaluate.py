@@ -13,7 +13,8 @@ import yaml
 from paretoalign.cli import main
 from paretoalign.commands.evaluate import evaluate_trained
 from paretoalign.models import apply_lora, load_policy, save_policy
-from paretoalign.rewards import get_reward, parse_reward_spec
+from paretoalign.rewards.builtin import get_reward
+from paretoalign.rewards.specs import parse_reward_spec
 from paretoalign.trainers.preference import ParetoPreferenceConfig
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.filterwarnings("ignore::UserWarning")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from paretoalign.commands.synthetic import main
-from paretoalign.synthetic import WEIGHTING_VARIANTS
+from paretoalign.synthetic.tabular import WEIGHTING_VARIANTS
 
 
 def test_main_quick_prints_every_weighting(capsys):

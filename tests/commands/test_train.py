@@ -47,7 +47,7 @@ def test_train_help_lists_every_multi_objective_field(capsys):
         ({"engine": "autogram", "gradient_accumulation_steps": 2}, "gradient_accumulation_steps=1"),
         ({"model_name_or_path": "/nonexistent/model"}, "not found"),
         ({"train_data": "missing.jsonl"}, "missing.jsonl"),
-        ({"weights": [0.2, 0.3, 0.5]}, "3 weights were given for 2 objectives"),
+        ({"weights": [0.2, 0.3, 0.5]}, "weights: 3 weights were given for 2 objectives"),
     ],
 )
 def test_bad_configs_fail_with_a_named_error_and_write_nothing(

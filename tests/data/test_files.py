@@ -10,13 +10,8 @@ import pyarrow
 import pyarrow.parquet
 import pytest
 
-from paretoalign.data import (
-    PreferenceDataError,
-    builtin_data_path,
-    iter_source_rows,
-    load_preferences,
-    resolve_data_source,
-)
+from paretoalign.data.files import builtin_data_path, iter_source_rows, PreferenceDataError, resolve_data_source
+from paretoalign.data.preferences import load_preferences
 
 HH = "hh-rlhf"
 

@@ -9,13 +9,8 @@ from collections import Counter
 
 import pytest
 
-from paretoalign.data import (
-    LoadReport,
-    PreferenceDataError,
-    builtin_data_path,
-    load_preferences,
-    load_preferences_with_report,
-)
+from paretoalign.data.files import builtin_data_path, PreferenceDataError
+from paretoalign.data.preferences import load_preferences, load_preferences_with_report, LoadReport
 
 HH = "hh-rlhf"
 USER = {"role": "user", "content": "How do I bake bread?"}

@@ -9,14 +9,9 @@ import re
 import datasets
 import pytest
 
-from paretoalign.data import (
-    PreferenceDataError,
-    arithmetic_word_problems,
-    builtin_data_path,
-    load_prompts,
-    transcript_messages,
-)
-from paretoalign.rewards import AnswerReward, FormatReward
+from paretoalign.data.files import builtin_data_path, PreferenceDataError
+from paretoalign.data.prompts import arithmetic_word_problems, load_prompts, transcript_messages
+from paretoalign.rewards.builtin import AnswerReward, FormatReward
 
 # ---------------------------------------------------------------------------------------------------------
 # Generated arithmetic word problems

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from paretoalign.data import ObjectiveBalancedSampler, PreferenceCollator, load_preferences, tokenize_preferences
+from paretoalign.data.preferences import load_preferences
+from paretoalign.data.sampler import ObjectiveBalancedSampler
+from paretoalign.data.tokenize import PreferenceCollator, tokenize_preferences
 
 HH = "hh-rlhf"
 

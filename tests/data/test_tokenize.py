@@ -10,7 +10,9 @@ import pytest
 import torch
 from tokenizers import processors
 
-from paretoalign.data import PreferenceCollator, PreferenceDataError, load_preferences, tokenize_preferences
+from paretoalign.data.files import PreferenceDataError
+from paretoalign.data.preferences import load_preferences
+from paretoalign.data.tokenize import PreferenceCollator, tokenize_preferences
 
 USER = {"role": "user", "content": "How do I bake bread?"}
 ASSISTANT_GOOD = {"role": "assistant", "content": "Mix flour, water, salt and yeast."}

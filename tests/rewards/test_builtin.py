@@ -8,19 +8,19 @@ from fractions import Fraction
 import pytest
 import torch
 
-from paretoalign.rewards import (
-    REWARDS,
+from paretoalign.rewards.builtin import (
     AnswerReward,
-    FormatReward,
-    KeywordReward,
-    LengthReward,
-    RewardModel,
-    SentimentReward,
     completion_text,
     conciseness_reward,
     extract_answer,
+    FormatReward,
     get_reward,
+    KeywordReward,
     last_number,
+    LengthReward,
+    RewardModel,
+    REWARDS,
+    SentimentReward,
 )
 
 TRL_EXTRAS = {"completion_ids": [[1, 2]], "trainer_state": object(), "log_metric": print, "log_extra": print}

@@ -10,11 +10,8 @@ import sys
 import pytest
 import torch
 
-from paretoalign.rewards import (
-    REWARDS,
-    LengthReward,
-    RewardFunctionError,
-    WeightedSumReward,
+from paretoalign.rewards.builtin import LengthReward, REWARDS
+from paretoalign.rewards.specs import (
     build_reward,
     build_rewards,
     checked_reward_function,
@@ -23,7 +20,9 @@ from paretoalign.rewards import (
     parse_reward_specs,
     resolve_spec_paths,
     reward_label,
+    RewardFunctionError,
     scores_of,
+    WeightedSumReward,
 )
 
 VALID_REWARDS = ", ".join(REWARDS)

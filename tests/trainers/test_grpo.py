@@ -12,7 +12,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from paretoalign.advantages import decoupled_advantages, distinct_per_group, gdpo_advantages, grpo_advantages
 from paretoalign.engine import NonFiniteTrainingError
-from paretoalign.rewards import RewardFunctionError
+from paretoalign.rewards.specs import RewardFunctionError
 from paretoalign.trainers.grpo import MultiRewardGRPOConfig, MultiRewardGRPOTrainer
 from paretoalign.weighting import get_weighting
 
@@ -374,7 +374,7 @@ def test_skips_reset_after_a_good_step(tmp_path, tokenizer, trainer_of):
             "weighting_params .* 'raco'",
         ),
         (dict(rewards=[{"name": "a", "function": "m:f"}]), r"rewards\[0\]: a reward spec needs exactly one of"),
-        (dict(rewards=["answer"], reward_weights=[0.5, 0.5]), "2 values for 1 rewards"),
+        (dict(rewards=["answer"], reward_weights=[0.5, 0.5]), "reward_weights: 2 weights were given for 1 objectives"),
         (dict(conditional_rewards=[{"reward": 1, "condition": 0}]), r"conditional_rewards\[0\]: expected exactly"),
         (dict(max_consecutive_skipped_steps=0), "max_consecutive_skipped_steps"),
     ],
@@ -386,4 +386,5 @@ def test_bad_config_names_the_field(tmp_path, overrides, message):
 
 def test_weighted_sum_keeps_trl_reward_weight_semantics(tmp_path):
     assert config_of(tmp_path, reward_weights=[2.0, -1.0]).reward_weights == [2.0, -1.0]
-    assert config_of(tmp_path, weighting="upgrad").validated_reward_weights(4) == [0.25] * 4
+    assert config_of(tmp_path, weighting="upgrad").validated_reward_weights(list("abcd")) == [0.25] * 4
+    assert config_of(tmp_path).validated_reward_weights(list("ab")) == [1.0, 1.0]

@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from paretoalign.data import load_preferences, tokenize_preferences
+from paretoalign.data.preferences import load_preferences
+from paretoalign.data.tokenize import tokenize_preferences
 from paretoalign.engine import NonFiniteTrainingError
 from paretoalign.trainers.preference import ParetoPreferenceConfig, ParetoPreferenceTrainer
 

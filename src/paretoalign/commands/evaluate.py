@@ -22,11 +22,12 @@ from rich.table import Table
 from torch import nn
 
 from paretoalign.config import parse_config
-from paretoalign.data import load_preferences, load_prompts
+from paretoalign.data.preferences import load_preferences
+from paretoalign.data.prompts import load_prompts
 from paretoalign.generation import encode_prompts, generate_completions
 from paretoalign.io import write_json_atomic
 from paretoalign.models import load_policy, load_trained
-from paretoalign.rewards import build_reward, build_rewards, reward_label
+from paretoalign.rewards.specs import build_reward, build_rewards, reward_label
 from paretoalign.scoring import dataset_logps, generation_report, preference_report
 from paretoalign.trainers.preference import ParetoPreferenceConfig, prepare_preference_data
 

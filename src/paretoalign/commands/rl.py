@@ -22,11 +22,11 @@ from rich.table import Table
 from transformers import set_seed
 
 from paretoalign.config import config_to_dict, parse_config
-from paretoalign.data import BUILTIN_PROMPT_SETS, load_prompts
+from paretoalign.data.prompts import BUILTIN_PROMPT_SETS, load_prompts
 from paretoalign.generation import encode_prompts, generate_completions
 from paretoalign.io import write_json_atomic, write_yaml_atomic
 from paretoalign.models import load_policy, save_policy
-from paretoalign.rewards import build_rewards
+from paretoalign.rewards.specs import build_rewards
 from paretoalign.scoring import reward_summary, score_rewards
 from paretoalign.trainers.grpo import MultiRewardGRPOConfig, MultiRewardGRPOTrainer, resolve_conditions
 
@@ -84,9 +84,9 @@ def train_rl(config: MultiRewardGRPOConfig) -> dict[str, Any]:
         raise ValueError("rewards is not set: list the reward functions, e.g. [{name: answer}, {name: format}].")
     rewards = build_rewards(config.rewards, "rewards")
     names = list(rewards)
-    config.reward_weights = config.validated_reward_weights(len(rewards))
+    config.reward_weights = config.validated_reward_weights(names)
     if config.per_reward_gradients:
-        config.build_weighting(len(rewards))
+        config.build_weighting(names)
     resolve_conditions(config.conditional_rewards, names)
 
     set_seed(config.seed)

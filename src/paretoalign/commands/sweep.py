@@ -32,7 +32,7 @@ from rich.table import Table
 
 from paretoalign.commands.train import train as train_one_run
 from paretoalign.config import parse_config
-from paretoalign.data import load_preferences
+from paretoalign.data.preferences import load_preferences
 from paretoalign.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from paretoalign.pareto import hypervolume, pareto_mask, simplex_grid
 from paretoalign.trainers.preference import ParetoPreferenceConfig
@@ -42,14 +42,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
 
 __all__ = [
-    "METRICS",
-    "SweepRun",
-    "main",
-    "objective_names",
-    "parse_weight_spec",
-    "plan_sweep",
-    "run_sweep",
-    "summarise_front",
+    "METRICS", "SweepRun", "main", "objective_names", "parse_weight_spec", "plan_sweep", "run_sweep", "summarise_front",
 ]
 
 #: Held-out metric per objective -> (reference policy's value, True when larger is better).

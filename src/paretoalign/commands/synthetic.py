@@ -1,7 +1,7 @@
 """``paretoalign synthetic``: every weighting against the exact Pareto front of tabular DPO, and RACO's clip study.
 
-For each requested K it runs :func:`paretoalign.synthetic.run_benchmark` and prints one row per weighting; then, unless
-``--no-clipping-study``, :func:`paretoalign.synthetic.clipping_study` (K = 2, RACO with and without its clip);
+For each requested K it runs :func:`paretoalign.synthetic.tabular.run_benchmark` and prints one row per weighting; then, unless
+``--no-clipping-study``, :func:`paretoalign.synthetic.tabular.clipping_study` (K = 2, RACO with and without its clip);
 ``--json FILE`` writes every record. ``--quick`` shrinks the problem and the grids for a run under 30 seconds.
 """
 
@@ -13,13 +13,13 @@ import math
 import time
 from collections.abc import Sequence
 
-from paretoalign.synthetic import (
-    EXACT_OPTIMUM_LABEL,
-    WEIGHTING_VARIANTS,
-    SyntheticConfig,
+from paretoalign.synthetic.tabular import (
     clipping_study,
     clipping_verdict,
+    EXACT_OPTIMUM_LABEL,
     run_benchmark,
+    SyntheticConfig,
+    WEIGHTING_VARIANTS,
 )
 
 __all__ = ["main"]
@@ -67,7 +67,7 @@ def _format_optional(value: float | int | None, spec: str) -> str:
 
 
 def _format_table(records: list[dict]) -> str:
-    """A plain-text table of :func:`paretoalign.synthetic.run_benchmark` records, one row per weighting."""
+    """A plain-text table of :func:`paretoalign.synthetic.tabular.run_benchmark` records, one row per weighting."""
     header = f"{'weighting':<33}{'HV frac':>9}{'eps reached':>13}{'mean steps':>12}{'L_w gap':>11}{'pref. angle':>13}"
     first = records[0]
     lines = [
@@ -87,7 +87,7 @@ def _format_table(records: list[dict]) -> str:
 
 
 def _format_clipping_table(records: list[dict], checkpoints: Sequence[int] = (10, 25)) -> str:
-    """A plain-text table of :func:`paretoalign.synthetic.clipping_study` records: clipped vs unclipped RACO per
+    """A plain-text table of :func:`paretoalign.synthetic.tabular.clipping_study` records: clipped vs unclipped RACO per
     angle, c and w."""
     gap_headers = "".join(f"{f'gap@{t} clip':>14}{'no-clip':>10}" for t in checkpoints)
     header = (

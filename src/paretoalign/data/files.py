@@ -25,14 +25,8 @@ import pyarrow
 import pyarrow.parquet
 
 __all__ = [
-    "BUILTIN_PREFIX",
-    "DATA_FILE_SUFFIXES",
-    "PreferenceDataError",
-    "RowLocation",
-    "builtin_data_path",
-    "iter_source_rows",
-    "read_messages",
-    "resolve_data_source",
+    "BUILTIN_PREFIX", "DATA_FILE_SUFFIXES", "PreferenceDataError", "RowLocation", "builtin_data_path",
+    "iter_source_rows", "read_messages", "resolve_data_source",
 ]
 
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -215,7 +209,6 @@ def is_blank(messages: list[dict]) -> bool:
         not message["content"].strip() if isinstance(message["content"], str) else not message["content"]
         for message in messages
     )
-
 
 
 BUILTIN_DATA_FOLDER = "resources"

@@ -42,12 +42,7 @@ from paretoalign.data.files import (
     type_name,
 )
 
-__all__ = [
-    "PREFERENCE_FEATURES",
-    "LoadReport",
-    "load_preferences",
-    "load_preferences_with_report",
-]
+__all__ = ["PREFERENCE_FEATURES", "LoadReport", "load_preferences", "load_preferences_with_report"]
 
 logger = logging.getLogger(__name__)
 

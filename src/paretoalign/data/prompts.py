@@ -31,17 +31,12 @@ from paretoalign.data.files import (
 )
 
 __all__ = [
-    "ARITHMETIC_SYSTEM_PROMPT",
-    "BUILTIN_PROMPT_SETS",
-    "PROMPT_FEATURES",
-    "arithmetic_word_problems",
-    "load_prompts",
+    "ARITHMETIC_SYSTEM_PROMPT", "BUILTIN_PROMPT_SETS", "PROMPT_FEATURES", "arithmetic_word_problems", "load_prompts",
     "transcript_messages",
 ]
 
 BUILTIN_PROMPT_SETS = ("arithmetic",)
 """Generated prompt sets, named ``builtin:NAME`` in :func:`load_prompts`."""
-
 
 
 ARITHMETIC_SYSTEM_PROMPT = (
@@ -185,7 +180,6 @@ def arithmetic_word_problems(
         columns["prompt"].append([{"role": "system", "content": system_prompt}, {"role": "user", "content": problem}])
         columns["answer"].append(str(answer))
     return datasets.Dataset.from_dict(columns, features=PROMPT_FEATURES)
-
 
 
 _TRANSCRIPT_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")

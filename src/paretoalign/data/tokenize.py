@@ -22,12 +22,7 @@ import torch
 from paretoalign.data.files import RowLocation
 from paretoalign.data.preferences import PREFERENCE_FEATURES
 
-__all__ = [
-    "PreferenceCollator",
-    "TokenizeReport",
-    "prompt_token_ids",
-    "tokenize_preferences",
-]
+__all__ = ["PreferenceCollator", "TokenizeReport", "prompt_token_ids", "tokenize_preferences"]
 
 logger = logging.getLogger(__name__)
 

@@ -55,19 +55,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 __all__ = [
-    "REWARDS",
-    "AnswerReward",
-    "FormatReward",
-    "KeywordReward",
-    "LengthReward",
-    "RewardFunction",
-    "RewardModel",
-    "SentimentReward",
-    "completion_text",
-    "conciseness_reward",
-    "extract_answer",
-    "get_reward",
-    "last_number",
+    "REWARDS", "AnswerReward", "FormatReward", "KeywordReward", "LengthReward", "RewardFunction", "RewardModel",
+    "SentimentReward", "completion_text", "conciseness_reward", "extract_answer", "get_reward", "last_number",
 ]
 
 
@@ -170,7 +159,6 @@ def _positive_integer(value: Any, parameter: str, reward_name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{reward_name} reward: {parameter} must be a positive integer, got {value!r}")
     return int(value)
-
 
 
 _BOXED_OR_BRACE = re.compile(r"\\boxed\s*\{|[{}]")
@@ -323,7 +311,6 @@ class AnswerReward:
     def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
         references = _column(kwargs, self.column, self.__name__, len(completions))
         return [self._score(completion_text(c), reference) for c, reference in zip(completions, references)]
-
 
 
 DEFAULT_FORMAT_PATTERN = r"^<think>.*?</think>\s*<answer>.*?</answer>$"
@@ -570,7 +557,6 @@ class SentimentReward:
         return [self._score(completion_text(c)) for c in completions]
 
 
-
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -673,7 +659,6 @@ class RewardModel:
                 logits = self.model(**batch.to(self.device)).logits
                 scores.extend(logits[:, self.label_index].float().tolist())
         return scores
-
 
 
 REWARDS: dict[str, Callable[..., RewardFunction]] = {

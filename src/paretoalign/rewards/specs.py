@@ -29,6 +29,7 @@ import importlib
 import importlib.util
 import math
 import numbers
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -41,17 +42,8 @@ from trl.trainer.utils import get_callable_name
 from paretoalign.rewards.builtin import REWARDS, RewardFunction, get_reward
 
 __all__ = [
-    "RewardFunctionError",
-    "WeightedSumReward",
-    "build_reward",
-    "build_rewards",
-    "checked_reward_function",
-    "parse_key_values",
-    "parse_reward_spec",
-    "parse_reward_specs",
-    "resolve_spec_paths",
-    "reward_label",
-    "scores_of",
+    "RewardFunctionError", "WeightedSumReward", "build_reward", "build_rewards", "checked_reward_function",
+    "parse_key_values", "parse_reward_spec", "parse_reward_specs", "resolve_spec_paths", "reward_label", "scores_of",
 ]
 
 SPEC_KINDS = ("name", "function", "sum")
@@ -200,6 +192,16 @@ def reward_label(spec: dict) -> str:
     return "sum"
 
 
+def _check_numbers(values: Sequence, where: str, what: str) -> None:
+    """Raise :class:`RewardFunctionError` at the first value that is neither a real number nor ``None``."""
+    for position, value in enumerate(values):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise RewardFunctionError(
+                f"{where} returned {value!r} ({type(value).__name__}) for completion {position}; "
+                f"{what} must be numbers or None."
+            )
+
+
 def checked_reward_function(function: Callable, name: str | None = None) -> Callable:
     """Wrap a reward function so that an exception or a malformed result names it.
 
@@ -233,12 +235,7 @@ def checked_reward_function(function: Callable, name: str | None = None) -> Call
                 f"reward function {name!r} returned {len(values)} rewards for {expected} completions "
                 f"(expected {expected}, got {len(values)})."
             )
-        for position, value in enumerate(values):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-                raise RewardFunctionError(
-                    f"reward function {name!r} returned {value!r} ({type(value).__name__}) for completion {position}; "
-                    "rewards must be numbers or None."
-                )
+        _check_numbers(values, f"reward function {name!r}", "rewards")
         return list(values)
 
     checked.__name__ = name
@@ -260,15 +257,8 @@ def scores_of(values: Sequence, expected: int, where: str) -> list[float | None]
     values = list(values)
     if len(values) != expected:
         raise RewardFunctionError(f"{where} returned {len(values)} scores for {expected} completions.")
-    scores: list[float | None] = []
-    for position, value in enumerate(values):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-            raise RewardFunctionError(
-                f"{where} returned {value!r} ({type(value).__name__}) for completion {position}; "
-                "scores must be numbers or None."
-            )
-        scores.append(None if value is None or not math.isfinite(value) else float(value))
-    return scores
+    _check_numbers(values, where, "scores")
+    return [None if value is None or not math.isfinite(value) else float(value) for value in values]
 
 
 class WeightedSumReward:
@@ -378,7 +368,7 @@ def build_rewards(specs: Sequence[Any], where: str) -> dict[str, Callable]:
 
 
 def _absolute(path: str, base: Path) -> str:
-    return path if Path(path).is_absolute() else str((base / path).resolve())
+    return path if Path(path).is_absolute() else os.path.normpath(base / path)
 
 
 def resolve_spec_paths(value: Any, base: Path) -> Any:

@@ -42,16 +42,8 @@ from paretoalign.synthetic.tabular import single_threaded
 from paretoalign.tpo import UCBSourceSelector, ranking_from_scores, replace_with_transferred
 
 __all__ = [
-    "TRANSFER_VARIANTS",
-    "TransferBandit",
-    "TransferBanditConfig",
-    "format_transfer_table",
-    "kl_regularised_value",
-    "make_transfer_bandit",
-    "normalised_value",
-    "optimal_policy_logits",
-    "optimal_value",
-    "simulate_transfer",
+    "TRANSFER_VARIANTS", "TransferBandit", "TransferBanditConfig", "format_transfer_table", "kl_regularised_value",
+    "make_transfer_bandit", "normalised_value", "optimal_policy_logits", "optimal_value", "simulate_transfer",
     "transfer_benchmark",
 ]
 

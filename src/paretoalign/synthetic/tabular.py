@@ -81,29 +81,11 @@ from paretoalign.pareto import hypervolume, pareto_criticality, simplex_grid
 from paretoalign.weighting import ClippedCAGradWeighting, UserWeighting, get_weighting
 
 __all__ = [
-    "EXACT_OPTIMUM_LABEL",
-    "WEIGHTING_VARIANTS",
-    "DescentResult",
-    "SyntheticConfig",
-    "TabularProblem",
-    "WeightedOptimum",
-    "bradley_terry_probabilities",
-    "clipping_study",
-    "clipping_verdict",
-    "conflicting_utilities",
-    "descend",
-    "expected_loss_gradients",
-    "expected_losses",
-    "hypervolume_reference",
-    "make_problem",
-    "make_weighting",
-    "preference_angle_degrees",
-    "run_benchmark",
-    "sample_preference_pairs",
-    "sampled_losses",
-    "single_threaded",
-    "smoothness_constant",
-    "solve_weighted_problems",
+    "EXACT_OPTIMUM_LABEL", "WEIGHTING_VARIANTS", "DescentResult", "SyntheticConfig", "TabularProblem",
+    "WeightedOptimum", "bradley_terry_probabilities", "clipping_study", "clipping_verdict", "conflicting_utilities",
+    "descend", "expected_loss_gradients", "expected_losses", "hypervolume_reference", "make_problem", "make_weighting",
+    "preference_angle_degrees", "run_benchmark", "sample_preference_pairs", "sampled_losses", "single_threaded",
+    "smoothness_constant", "solve_weighted_problems",
 ]
 
 #: Benchmark label -> (registry name, parameters) for :func:`paretoalign.weighting.get_weighting`.

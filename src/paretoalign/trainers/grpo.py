@@ -61,7 +61,7 @@ from typing import Any
 import torch
 from torch import nn
 from trl import GRPOConfig, GRPOTrainer
-from trl.trainer.utils import is_async_callable
+from trl.trainer.utils import get_callable_name, is_async_callable
 
 from paretoalign.advantages import (
     RewardCondition,
@@ -73,16 +73,11 @@ from paretoalign.advantages import (
 )
 from paretoalign.config import LoraArguments, ModelArguments, field_help, text_value
 from paretoalign.engine import ObjectiveGradients, SkipGuard, mean_across_processes
-from paretoalign.rewards import checked_reward_function, parse_key_values, parse_reward_specs, reward_label
+from paretoalign.rewards.specs import checked_reward_function, parse_key_values, parse_reward_specs, reward_label
 from paretoalign.trainers.base import ObjectiveTrainerMixin, refuse_sharded_gradients
-from paretoalign.weighting import WEIGHTINGS, get_weighting, validate_weights
+from paretoalign.weighting import WEIGHTINGS, get_weighting, weights_for
 
-__all__ = [
-    "AGGREGATIONS",
-    "MultiRewardGRPOConfig",
-    "MultiRewardGRPOTrainer",
-    "resolve_conditions",
-]
+__all__ = ["AGGREGATIONS", "MultiRewardGRPOConfig", "MultiRewardGRPOTrainer", "resolve_conditions"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +104,7 @@ class MultiRewardGRPOConfig(ModelArguments, LoraArguments, GRPOConfig):
         default="builtin:arithmetic",
         metadata=field_help(
             "Prompts: 'builtin:arithmetic' (generated word problems), builtin:NAME (shipped data), a .txt file (one a "
-            "line) or a JSONL / JSON / Parquet file with a 'prompt' column (paretoalign.data.load_prompts).",
+            "line) or a JSONL / JSON / Parquet file with a 'prompt' column (paretoalign.data.prompts.load_prompts).",
             path="path",
         ),
     )
@@ -128,7 +123,8 @@ class MultiRewardGRPOConfig(ModelArguments, LoraArguments, GRPOConfig):
         default=None,
         metadata=field_help(
             "Reward functions, in order. In YAML a list of mappings: {name: answer} or {name: length, target: 40} "
-            "(built by paretoalign.rewards.get_reward), or {function: 'module:callable', ...keyword arguments}. On "
+            "(built by paretoalign.rewards.builtin.get_reward), or {function: 'module:callable', ...keyword "
+            "arguments}. On "
             "the command line: answer format 'length:target=40,unit=words'.",
             path="reward_spec",
         ),
@@ -208,47 +204,28 @@ class MultiRewardGRPOConfig(ModelArguments, LoraArguments, GRPOConfig):
             self.weighting_params = parse_key_values(self.weighting_params, "weighting_params")
         if self.weighting_params is not None and not isinstance(self.weighting_params, dict):
             raise ValueError(f"weighting_params must be a mapping, got {type(self.weighting_params).__name__}.")
+        names = None if self.rewards is None else [reward_label(spec) for spec in self.rewards]
         if self.reward_weights is not None:
-            self.reward_weights = self.validated_reward_weights(len(self.reward_weights))
-        weights_given = self.rewards is not None and self.reward_weights is not None
-        if weights_given and len(self.reward_weights) != len(self.rewards):
-            raise ValueError(
-                f"reward_weights has {len(self.reward_weights)} values for {len(self.rewards)} rewards "
-                f"{[reward_label(spec) for spec in self.rewards]}."
-            )
+            unnamed = [f"reward {index}" for index in range(len(self.reward_weights))]
+            self.reward_weights = self.validated_reward_weights(names or unnamed)
         if self.per_reward_gradients:
             if self.use_adaptive_entropy:
                 raise ValueError(
                     "use_adaptive_entropy updates its controller once per loss evaluation; with a per-reward weighting "
                     "the loss is evaluated once per reward, so use a fixed entropy_coef or weighting=weighted_sum."
                 )
-            num_rewards = len(self.rewards) if self.rewards is not None else None
-            if num_rewards is not None:
-                self.build_weighting(num_rewards)
+            if names is not None:
+                self.build_weighting(names)
 
-    def validated_reward_weights(self, num_rewards: int) -> list[float]:
-        """``reward_weights`` for ``num_rewards`` rewards: any finite values for ``weighted_sum`` (TRL's semantics),
-        on the simplex for the conflict-averse weightings; equal weights ``1 / K`` there when none were given."""
-        if self.reward_weights is None:
-            return [1.0 / num_rewards] * num_rewards if self.per_reward_gradients else [1.0] * num_rewards
-        weights = [float(value) for value in self.reward_weights]
-        if len(weights) != num_rewards:
-            raise ValueError(f"reward_weights has {len(weights)} values for {num_rewards} reward functions.")
-        if not all(math.isfinite(value) for value in weights):
-            raise ValueError(f"reward_weights must be finite, got {weights}.")
-        if self.per_reward_gradients:
-            try:
-                validate_weights(weights)
-            except ValueError as error:
-                raise ValueError(
-                    f"reward_weights must be on the simplex (non-negative, sum 1) for weighting {self.weighting!r}: "
-                    f"{error}"
-                ) from error
-        return weights
+    def validated_reward_weights(self, names: Sequence[str]) -> list[float]:
+        """``reward_weights`` for the rewards ``names`` (:func:`paretoalign.weighting.weights_for`): any finite values
+        for ``weighted_sum`` (TRL's semantics, 1 each by default), on the simplex for the conflict-averse weightings
+        (equal weights ``1 / K`` by default)."""
+        return weights_for(self.reward_weights, names, "reward_weights", simplex=self.per_reward_gradients)
 
-    def build_weighting(self, num_rewards: int):
-        """The Gram-matrix weighting for ``num_rewards`` rewards (errors name the weighting and its parameters)."""
-        weights = self.validated_reward_weights(num_rewards)
+    def build_weighting(self, names: Sequence[str]):
+        """The Gram-matrix weighting for the rewards ``names`` (errors name the weighting and its parameters)."""
+        weights = self.validated_reward_weights(names)
         try:
             return get_weighting(self.weighting, weights, **(self.weighting_params or {}))
         except ValueError as error:
@@ -330,7 +307,7 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
         if not functions:
             raise ValueError("reward_funcs is empty: give at least one reward function.")
         functions = [checked_reward_function(f) if _is_plain_callable(f) else f for f in functions]
-        args.reward_weights = args.validated_reward_weights(len(functions))
+        args.reward_weights = args.validated_reward_weights([get_callable_name(f) for f in functions])
         super().__init__(
             model=model,
             reward_funcs=functions,
@@ -344,7 +321,7 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
         self.reward_names = self.objective_names = list(self.reward_func_names)
         self.conditions = resolve_conditions(args.conditional_rewards, self.reward_names)
         self.per_reward_gradients = args.per_reward_gradients
-        self.weighting = args.build_weighting(len(self.reward_names)) if self.per_reward_gradients else None
+        self.weighting = args.build_weighting(self.reward_names) if self.per_reward_gradients else None
         if self.per_reward_gradients:
             refuse_sharded_gradients(
                 self.accelerator.distributed_type, "per-reward gradients", "use DDP or weighting=weighted_sum."

@@ -39,14 +39,16 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from paretoalign.config import LoraArguments, ModelArguments, field_help
-from paretoalign.data import ObjectiveBalancedSampler, PreferenceCollator, load_preferences, tokenize_preferences
+from paretoalign.data.preferences import load_preferences
+from paretoalign.data.sampler import ObjectiveBalancedSampler
+from paretoalign.data.tokenize import PreferenceCollator, tokenize_preferences
 from paretoalign.engine import ENGINE_MODES, ObjectiveGradients, SkipGuard, mean_across_processes
 from paretoalign.fused import FusedEngineNotApplicable
 from paretoalign.losses import LOSS_TYPES, preference_losses, preference_metrics
 from paretoalign.models import frozen_reference, reference_logps, sequence_logps
-from paretoalign.rewards import parse_reward_spec, reward_label
+from paretoalign.rewards.specs import parse_reward_spec, reward_label
 from paretoalign.trainers.base import ObjectiveTrainerMixin, refuse_sharded_gradients
-from paretoalign.weighting import WEIGHTINGS, get_weighting, validate_weights
+from paretoalign.weighting import WEIGHTINGS, get_weighting, validate_weights, weights_for
 
 __all__ = ["ParetoPreferenceConfig", "ParetoPreferenceTrainer", "prepare_preference_data"]
 
@@ -237,14 +239,8 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
         return {}
 
     def resolved_weights(self, objective_names: list[str]) -> list[float]:
-        """The user weights for these objectives (equal when none were given); a length mismatch is an error."""
-        if self.weights is None:
-            return [1.0 / len(objective_names)] * len(objective_names)
-        if len(self.weights) != len(objective_names):
-            raise ValueError(
-                f"{len(self.weights)} weights were given for {len(objective_names)} objectives {objective_names}."
-            )
-        return list(self.weights)
+        """The user weights for these objectives (:func:`paretoalign.weighting.weights_for`)."""
+        return weights_for(self.weights, objective_names)
 
 
 def _parse_mapping(text: str, name: str) -> dict[str, str]:
@@ -264,7 +260,7 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
         model: the policy (a ``PeftModel`` when training a LoRA adapter).
         args: a :class:`ParetoPreferenceConfig`.
         objective_names: the K objective names, in label-matrix column order.
-        train_dataset / eval_dataset: tokenised pairs from :func:`paretoalign.data.tokenize_preferences`.
+        train_dataset / eval_dataset: tokenised pairs from :func:`paretoalign.data.tokenize.tokenize_preferences`.
         processing_class: the tokenizer (its pad token id pads batches).
         ref_model: a frozen reference policy; omitted with LoRA (the adapter is disabled instead) and built as a
             frozen copy of ``model`` otherwise.
@@ -362,18 +358,15 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
                 "of the global gradient has cross terms it cannot see. Use engine=exact with several processes."
             )
         target = model if mode in ("autogram", "fused") else [p for p in model.parameters() if p.requires_grad]
+        reduce = mean_across_processes(self.accelerator.num_processes)
         try:
-            engine = ObjectiveGradients(target, self.weighting, mode=mode, reduce_gradients=mean_across_processes(self.accelerator.num_processes))
+            engine = ObjectiveGradients(target, self.weighting, mode=mode, reduce_gradients=reduce)
         except FusedEngineNotApplicable as error:
             if self.args.engine != "auto":
                 raise
             logger.info("engine auto: exact (the fused engine does not apply: %s)", error)
-            return ObjectiveGradients(
-                [p for p in model.parameters() if p.requires_grad],
-                self.weighting,
-                mode="exact",
-                reduce_gradients=mean_across_processes(self.accelerator.num_processes),
-            )
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            return ObjectiveGradients(trainable, self.weighting, mode="exact", reduce_gradients=reduce)
         if self.args.engine == "auto":
             self._engine_unconfirmed = True
         return engine

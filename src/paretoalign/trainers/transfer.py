@@ -9,8 +9,8 @@ One iteration, step by step:
 
 1. Take the next ``prompts_per_iteration`` prompts. For each prompt x, in order:
 
-   a. the UCB selector (:class:`paretoalign.tpo.UCBSourceSelector`) names a source ``s`` among the W sources and ``self``
-      (no transfer). Its statistics are refreshed every ``ucb_refresh_prompts`` prompts: between refreshes the
+   a. the UCB selector (:class:`paretoalign.tpo.UCBSourceSelector`) names a source ``s`` among the W sources and
+      ``self`` (no transfer). Its statistics are refreshed every ``ucb_refresh_prompts`` prompts: between refreshes the
       pick stays the argmax of ``mean_win(s) + c / sqrt(picks(s))`` computed at the last refresh; before the
       first refresh a source is drawn uniformly at random per prompt (as the authors' code does). The statistics,
       including a block not yet refreshed, carry over from one iteration to the next;
@@ -18,10 +18,10 @@ One iteration, step by step:
    c. if ``s`` is a source: sample ``m`` extra candidates from ``pi_t``, score them with ``r_s`` and let the
       ``num_replaced`` best under ``r_s`` (best-of-m) replace the first ``num_replaced`` of the n responses
       (:func:`paretoalign.tpo.replace_with_transferred`). The m candidates are only sampled when a source is picked;
-   d. the oracle judges the n responses (:mod:`paretoalign.oracles`: a reward oracle's one query ranks all n;
-      a labels file or a person: a running best over ``n - 1`` pairwise comparisons,
-      one query each). The budget ledger (:class:`paretoalign.tpo.LabelLedger`) is charged; when the next ranking could exceed
-      the budget the iteration stops before asking;
+   d. the oracle judges the n responses (:mod:`paretoalign.oracles`: a reward oracle's one query ranks all n; a
+      labels file or a person: a running best over ``n - 1`` pairwise comparisons, one query each). The budget
+      ledger (:class:`paretoalign.tpo.LabelLedger`) is charged; when the next ranking could exceed the budget the
+      iteration stops before asking;
    e. the DPO pair is (oracle-best, oracle-worst) (:func:`paretoalign.tpo.preference_pair`);
    f. the selector records the outcome: a source scores 1 when the oracle-best response is one it supplied,
       else 0; ``self`` always scores ``self_win_score`` (0.55, a bar slightly above the 0.5 a policy scores
@@ -65,7 +65,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from paretoalign.config import LoraArguments, ModelArguments, config_to_dict, field_help, text_value
-from paretoalign.data import load_prompts
+from paretoalign.data.prompts import load_prompts
 from paretoalign.generation import Completion, encode_prompts, generate_completions
 from paretoalign.io import (
     replace_directory,
@@ -76,8 +76,8 @@ from paretoalign.io import (
 )
 from paretoalign.models import frozen_reference, load_policy, save_policy
 from paretoalign.oracles import ORACLE_TYPES, Oracle, RewardOracle, build_oracle
-from paretoalign.rewards import (
-    RewardFunction,
+from paretoalign.rewards.builtin import RewardFunction
+from paretoalign.rewards.specs import (
     build_reward,
     build_rewards,
     parse_reward_spec,
@@ -108,14 +108,15 @@ PairUpdate = Callable[[nn.Module, Any, datasets.Dataset, "nn.Module | None", int
 class TransferConfig(ModelArguments, LoraArguments):
     """Configuration of :class:`TransferTrainer` and ``paretoalign transfer`` (YAML file + ``--field value``
     overrides, :func:`paretoalign.config.parse_config`; plus :class:`paretoalign.config.ModelArguments` and
-    :class:`paretoalign.config.LoraArguments`). Defaults follow the paper: n = 8, m = 32, 4 replaced, refresh every 50 prompts,
-    self score 0.55, 3 epochs per iteration, learning rate 5e-5."""
+    :class:`paretoalign.config.LoraArguments`). Defaults follow the paper: n = 8, m = 32, 4 replaced, refresh every
+    50 prompts, self score 0.55, 3 epochs per iteration, learning rate 5e-5."""
 
     prompts: str | None = field(
         default=None,
         metadata=field_help(
             "Prompts: builtin:NAME, a .txt file (one a line) or a JSONL / JSON / Parquet file with a 'prompt' column "
-            "(paretoalign.data.load_prompts). A string is read as an HH-RLHF transcript, a message list as it is.",
+            "(paretoalign.data.prompts.load_prompts). A string is read as an HH-RLHF transcript, a message list as "
+            "it is.",
             path="path",
         ),
     )
