@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random models and an offline tokenizer built in the test process."""
+"""Shared fixtures: tiny random models and an offline tokenizer built in the test process, helpers that write and
+check preference data files, and padded batches for log-probability tests."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 #: Prompts, short replies and long replies of the tiny preference data (:func:`write_multi_label_pairs`).
 PAIR_PROMPTS = ["Human: How do I bake bread?\n\nAssistant:", "Human: Tell me a joke.\n\nAssistant:",
@@ -104,6 +106,69 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     return path
 
 
+def write_jsonl(path: Path, rows) -> Path:
+    """Write ``rows`` one per line as JSON Lines (UTF-8): a row that is a ``str`` is written as it stands (a blank or
+    malformed line), any other row as JSON."""
+    lines = (row if isinstance(row, str) else json.dumps(row) for row in rows)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list:
+    """The rows of a JSON Lines file, one per line."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def multi_label_row(prompt="Human: hi\n\nAssistant:", response_0="Hello!", response_1="Go away.", **labels) -> dict:
+    """A row of a multi-label preference file; ``labels`` maps objective names to 0, 1 or None."""
+    return {"prompt": prompt, "response_0": response_0, "response_1": response_1, "labels": labels}
+
+
+def assert_located(error, path: Path, line: int, field: str | None) -> None:
+    """The :class:`PreferenceDataError` ``error`` carries and names the file, the line (or row) and the field."""
+    assert error.path == str(path)
+    assert error.line == line
+    assert error.field == field
+    message = str(error)
+    assert path.name in message
+    assert f"{error.unit} {line}" in message
+    if field is not None:
+        assert repr(field) in message
+
+
+def make_batch(vocab_size: int, seed: int = 0):
+    """Three right-padded prompt+response rows of length 10: (input_ids, attention_mask, response_mask).
+
+    Row 0 attends to all 10 tokens, row 1 to 8, row 2 to 6; the responses are tokens 4-9, 3-7 and 5 (6, 5 and 1
+    tokens); padding tokens are 0 and the other ids are drawn from [3, vocab_size)."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, vocab_size, (3, 10), generator=generator)
+    attention_mask = torch.ones(3, 10, dtype=torch.long)
+    attention_mask[1, 8:] = 0
+    attention_mask[2, 6:] = 0
+    response_mask = torch.zeros(3, 10, dtype=torch.long)
+    response_mask[0, 4:10] = 1
+    response_mask[1, 3:8] = 1
+    response_mask[2, 5:6] = 1
+    input_ids[attention_mask == 0] = 0
+    return input_ids, attention_mask, response_mask
+
+
+def logits_of(model, input_ids, attention_mask) -> torch.Tensor:
+    """The model's logits [B, T, V], computed without autograd."""
+    with torch.no_grad():
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def perturb_lora_b(peft_model, seed: int = 1) -> None:
+    """Give the LoRA B matrices (zero at initialisation) random values N(0, 0.1^2), so the adapter changes the model."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+
+
 def write_multi_label_pairs(path: Path, copies: int = 4) -> Path:
     """Pairs where `concise` prefers the short reply everywhere and `safe` the long one on the first prompt."""
     rows = []
@@ -111,8 +176,7 @@ def write_multi_label_pairs(path: Path, copies: int = 4) -> Path:
         for i, prompt in enumerate(PAIR_PROMPTS):
             rows.append({"prompt": prompt, "response_0": SHORT_REPLIES[i], "response_1": LONG_REPLIES[i],
                          "labels": {"concise": 0, "safe": 1 if i == 0 else 0}})
-    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
-    return path
+    return write_jsonl(path, rows)
 
 
 def tiny_preference_config(tmp_path: Path, model_dir: Path, **overrides):
@@ -140,30 +204,51 @@ def shipped_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def hh_rlhf() -> str:
+    """The name of the shipped HH-RLHF slices: ``shipped_data / hh_rlhf`` is their folder."""
+    return "hh-rlhf"
+
+
+@pytest.fixture(scope="session")
 def pair_prompts() -> list[str]:
     """The prompts of :func:`write_multi_label_pairs`."""
     return list(PAIR_PROMPTS)
 
 
-@pytest.fixture(scope="session")
-def make_multi_label_pairs():
-    """The factory :func:`write_multi_label_pairs` ``(path, copies=4) -> path``."""
-    return write_multi_label_pairs
+@pytest.fixture()
+def lora_run_config(tmp_path, tiny_model_dir):
+    """A YAML config of a 2-step LoRA run of the tiny Llama on :func:`write_multi_label_pairs` data, held out on the
+    same pairs, writing into ``tmp_path / "run"``."""
+    write_multi_label_pairs(tmp_path / "pairs.jsonl")
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model_dir), "train_data": "pairs.jsonl", "eval_data": "pairs.jsonl",
+        "use_lora": True, "lora_r": 4, "lora_alpha": 8, "max_length": 64, "per_device_train_batch_size": 4,
+        "max_steps": 2, "learning_rate": 1e-2, "output_dir": str(tmp_path / "run"), "report_to": "none",
+        "save_strategy": "no", "use_cpu": True, "disable_tqdm": True,
+    }))
+    return config_file
 
 
-@pytest.fixture(scope="session")
-def make_preference_config():
-    """The factory :func:`tiny_preference_config` ``(tmp_path, model_dir, **overrides)``."""
-    return tiny_preference_config
+def session_fixture(function, name: str | None = None):
+    """A session-scoped fixture whose value is the plain helper ``function``, called ``name`` (by default the
+    function's own name) and documented by the function's docstring: tests take the helper as an argument."""
+
+    def helper():
+        return function
+
+    helper.__doc__ = function.__doc__
+    return pytest.fixture(scope="session", name=name or function.__name__)(helper)
 
 
-@pytest.fixture(scope="session")
-def make_tiny_llama():
-    """The factory :func:`build_tiny_llama` ``(vocab_size, seed=0)``."""
-    return build_tiny_llama
-
-
-@pytest.fixture(scope="session")
-def make_tiny_llama_config():
-    """The factory :func:`tiny_llama_config` ``(vocab_size, **settings)``."""
-    return tiny_llama_config
+make_multi_label_pairs = session_fixture(write_multi_label_pairs, "make_multi_label_pairs")
+make_preference_config = session_fixture(tiny_preference_config, "make_preference_config")
+make_tiny_llama = session_fixture(build_tiny_llama, "make_tiny_llama")
+make_tiny_llama_config = session_fixture(tiny_llama_config, "make_tiny_llama_config")
+write_jsonl_fixture = session_fixture(write_jsonl)
+read_jsonl_fixture = session_fixture(read_jsonl)
+multi_label_row_fixture = session_fixture(multi_label_row)
+assert_located_fixture = session_fixture(assert_located)
+make_batch_fixture = session_fixture(make_batch)
+logits_of_fixture = session_fixture(logits_of)
+perturb_lora_b_fixture = session_fixture(perturb_lora_b)

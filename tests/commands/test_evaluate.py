@@ -224,23 +224,9 @@ def test_eval_command_names_a_bad_reward_spec(tmp_path, tiny_model_dir, make_mul
     assert "eval_judge: cannot import module 'eval_missing_module'" in output
 
 
-@pytest.fixture()
-def run_config(tmp_path, tiny_model_dir, make_multi_label_pairs):
-    """A YAML config of a 2-step LoRA run on the tiny pairs, held out on the same pairs."""
-    make_multi_label_pairs(tmp_path / "pairs.jsonl")
-    config_file = tmp_path / "run.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_model_dir), "train_data": "pairs.jsonl", "eval_data": "pairs.jsonl",
-        "use_lora": True, "lora_r": 4, "lora_alpha": 8, "max_length": 64, "per_device_train_batch_size": 4,
-        "max_steps": 2, "learning_rate": 1e-2, "output_dir": str(tmp_path / "run"), "report_to": "none",
-        "save_strategy": "no", "use_cpu": True, "disable_tqdm": True,
-    }))
-    return config_file
-
-
-def test_eval_command_reproduces_the_runs_held_out_metrics(tmp_path, run_config):
-    assert main(["train", "--config", str(run_config), "--output_dir", str(tmp_path / "one")]) == 0
-    assert main(["eval", "--model", str(tmp_path / "one" / "model"), "--config", str(run_config)]) == 0
+def test_eval_command_reproduces_the_runs_held_out_metrics(tmp_path, lora_run_config):
+    assert main(["train", "--config", str(lora_run_config), "--output_dir", str(tmp_path / "one")]) == 0
+    assert main(["eval", "--model", str(tmp_path / "one" / "model"), "--config", str(lora_run_config)]) == 0
     evaluated = json.loads((tmp_path / "one" / "eval.json").read_text())["metrics"]
     trained = json.loads((tmp_path / "one" / "metrics.json").read_text())["after"]
     for name in ("concise", "safe"):

@@ -7,7 +7,6 @@ import csv
 import json
 
 import pytest
-import yaml
 
 from paretoalign.cli import main
 from paretoalign.commands.sweep import parse_weight_spec, summarise_front
@@ -34,24 +33,10 @@ def test_front_summary_hypervolume_against_the_reference_point():
     assert summary["non_dominated"] == [True, True, False]  # (0.5, 0.5625) is dominated by (0.625, 0.625)
 
 
-@pytest.fixture()
-def sweep_config(tmp_path, tiny_model_dir, make_multi_label_pairs):
-    make_multi_label_pairs(tmp_path / "pairs.jsonl")
-    config_file = tmp_path / "sweep.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_model_dir), "train_data": "pairs.jsonl", "eval_data": "pairs.jsonl",
-        "use_lora": True, "lora_r": 4, "lora_alpha": 8, "max_length": 64, "per_device_train_batch_size": 4,
-        "max_steps": 2, "learning_rate": 1e-2, "output_dir": str(tmp_path / "sweep"), "report_to": "none",
-        "save_strategy": "no", "use_cpu": True, "disable_tqdm": True,
-    }))
-    return config_file
-
-
-def test_sweep_writes_the_front_and_resumes_without_training_again(tmp_path, sweep_config, capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "1000")  # table cells (run folders included) never squeezed, whatever the terminal
-    arguments = ["sweep", "--config", str(sweep_config), "--weights", "grid:2", "--weightings", "raco,weighted_sum"]
+def test_sweep_writes_the_front_and_resumes_without_training_again(tmp_path, lora_run_config, capsys):
+    arguments = ["sweep", "--config", str(lora_run_config), "--weights", "grid:2", "--weightings", "raco,weighted_sum"]
     assert main(arguments) == 0
-    out = tmp_path / "sweep"
+    out = tmp_path / "run"
     with open(out / "front.csv") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 6 and {row["weighting"] for row in rows} == {"raco", "weighted_sum"}

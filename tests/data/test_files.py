@@ -13,41 +13,14 @@ import pytest
 from paretoalign.data.files import builtin_data_path, iter_source_rows, PreferenceDataError, resolve_data_source
 from paretoalign.data.preferences import load_preferences
 
-HH = "hh-rlhf"
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def multi_label_row(prompt="Human: hi\n\nAssistant:", response_0="Hello!", response_1="Go away.", **labels):
-    return {"prompt": prompt, "response_0": response_0, "response_1": response_1, "labels": labels}
-
-
-def assert_located(error: PreferenceDataError, path, line, field):
-    """The error carries and names the file, the line (or row) and the field."""
-    assert error.path == str(path)
-    assert error.line == line
-    assert error.field == field
-    message = str(error)
-    assert path.name in message
-    assert f"{error.unit} {line}" in message
-    if field is not None:
-        assert repr(field) in message
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Formats
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_json_parquet_and_saved_dataset_match_json_lines(shipped_data, tmp_path):
-    rows = read_jsonl(shipped_data / HH / "harmless-concise" / "train.jsonl")[:40]
+def test_json_parquet_and_saved_dataset_match_json_lines(shipped_data, tmp_path, read_jsonl, hh_rlhf, write_jsonl):
+    rows = read_jsonl(shipped_data / hh_rlhf / "harmless-concise" / "train.jsonl")[:40]
     rows[3]["labels"] = {"concise": None, "harmless": 1}  # another key order
     rows[5]["labels"] = {"harmless": 0}  # a missing label means "no label"
     jsonl = write_jsonl(tmp_path / "rows.jsonl", rows)
@@ -69,7 +42,7 @@ def test_json_parquet_and_saved_dataset_match_json_lines(shipped_data, tmp_path)
         assert dataset.features == reference.features
 
 
-def test_blank_lines_are_skipped_and_line_numbers_stay_physical(tmp_path):
+def test_blank_lines_are_skipped_and_line_numbers_stay_physical(tmp_path, multi_label_row, assert_located):
     path = tmp_path / "gaps.jsonl"
     path.write_text("\n" + json.dumps(multi_label_row(a=0)) + "\n\n" + json.dumps(multi_label_row(a=2)) + "\n")
     with pytest.raises(PreferenceDataError) as caught:
@@ -93,7 +66,7 @@ def test_rows_are_numbered_by_physical_line_or_by_row(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_malformed_json_line(tmp_path):
+def test_malformed_json_line(tmp_path, multi_label_row, assert_located):
     path = tmp_path / "broken.jsonl"
     path.write_text(
         json.dumps(multi_label_row(a=0)) + "\n" + json.dumps(multi_label_row(a=1)) + "\n" + '{"prompt": "x",\n'
@@ -103,7 +76,7 @@ def test_malformed_json_line(tmp_path):
     assert_located(caught.value, path, 3, None)
 
 
-def test_malformed_json_array_names_the_line(tmp_path):
+def test_malformed_json_array_names_the_line(tmp_path, assert_located):
     path = tmp_path / "broken.json"
     path.write_text('[\n  {"prompt": "x"},\n  {"prompt": }\n]\n')
     with pytest.raises(PreferenceDataError, match="malformed JSON") as caught:
@@ -111,7 +84,7 @@ def test_malformed_json_array_names_the_line(tmp_path):
     assert_located(caught.value, path, 3, None)
 
 
-def test_error_in_a_parquet_file_names_the_row(tmp_path):
+def test_error_in_a_parquet_file_names_the_row(tmp_path, multi_label_row, assert_located):
     path = tmp_path / "rows.parquet"
     pyarrow.parquet.write_table(
         pyarrow.Table.from_pylist([multi_label_row(a=0), multi_label_row(response_1="", a=1)]), path
@@ -130,7 +103,7 @@ def test_missing_file(tmp_path):
         load_preferences({"helpful": path})
 
 
-def test_unsupported_file_type_and_foreign_directories(tmp_path):
+def test_unsupported_file_type_and_foreign_directories(tmp_path, multi_label_row):
     csv = tmp_path / "rows.csv"
     csv.write_text("prompt,chosen,rejected\n")
     with pytest.raises(PreferenceDataError, match="unsupported file type '.csv'"):
@@ -157,12 +130,12 @@ def test_error_survives_pickling():
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_shipped_folder_has_readme_and_licence():
-    folder = builtin_data_path(HH)
+def test_shipped_folder_has_readme_and_licence(hh_rlhf):
+    folder = builtin_data_path(hh_rlhf)
     assert "Copyright (c) 2022 Anthropic" in (folder / "LICENSE").read_text()
     readme = (folder / "README.md").read_text()
     assert "arXiv 2204.05862" in readme and "MIT" in readme
-    assert load_preferences(builtin_data_path(f"{HH}/harmless-concise/test.jsonl"))[1] == ["harmless", "concise"]
+    assert load_preferences(builtin_data_path(f"{hh_rlhf}/harmless-concise/test.jsonl"))[1] == ["harmless", "concise"]
 
 
 def test_unknown_shipped_name_lists_what_exists():
@@ -174,11 +147,11 @@ def test_unknown_shipped_name_lists_what_exists():
         builtin_data_path("../data.py")
 
 
-def test_resolve_data_source_maps_builtin_names_and_passes_other_sources_through(tmp_path):
-    shipped = str(builtin_data_path(f"{HH}/helpful/test.jsonl"))
-    assert resolve_data_source(f"builtin:{HH}/helpful/test.jsonl") == shipped
+def test_resolve_data_source_maps_builtin_names_and_passes_other_sources_through(tmp_path, hh_rlhf):
+    shipped = str(builtin_data_path(f"{hh_rlhf}/helpful/test.jsonl"))
+    assert resolve_data_source(f"builtin:{hh_rlhf}/helpful/test.jsonl") == shipped
     own = tmp_path / "harmless.jsonl"
-    resolved = resolve_data_source({"helpful": f"builtin:{HH}/helpful/test.jsonl", "harmless": own})
+    resolved = resolve_data_source({"helpful": f"builtin:{hh_rlhf}/helpful/test.jsonl", "harmless": own})
     assert resolved == {"helpful": shipped, "harmless": own} and list(resolved) == ["helpful", "harmless"]
     assert resolve_data_source("data/train.jsonl") == "data/train.jsonl"
     assert resolve_data_source(own) is own

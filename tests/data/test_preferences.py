@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import warnings
 from collections import Counter
 
@@ -12,40 +11,14 @@ import pytest
 from paretoalign.data.files import builtin_data_path, PreferenceDataError
 from paretoalign.data.preferences import load_preferences, load_preferences_with_report, LoadReport
 
-HH = "hh-rlhf"
 USER = {"role": "user", "content": "How do I bake bread?"}
 ASSISTANT_GOOD = {"role": "assistant", "content": "Mix flour, water, salt and yeast."}
 ASSISTANT_BAD = {"role": "assistant", "content": "No."}
 RENDERED_PROMPT = "<|im_start|>user\nHow do I bake bread?<|im_end|>\n<|im_start|>assistant\n"
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def multi_label_row(prompt="Human: hi\n\nAssistant:", response_0="Hello!", response_1="Go away.", **labels):
-    return {"prompt": prompt, "response_0": response_0, "response_1": response_1, "labels": labels}
-
-
 def pair_row(prompt="Human: hi\n\nAssistant:", chosen="Hello!", rejected="Go away."):
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-
-
-def assert_located(error: PreferenceDataError, path, line, field):
-    """The error carries and names the file, the line (or row) and the field."""
-    assert error.path == str(path)
-    assert error.line == line
-    assert error.field == field
-    message = str(error)
-    assert path.name in message
-    assert f"{error.unit} {line}" in message
-    if field is not None:
-        assert repr(field) in message
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -53,8 +26,8 @@ def assert_located(error: PreferenceDataError, path, line, field):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_multi_label_file_from_shipped_data(shipped_data):
-    path = shipped_data / HH / "harmless-concise" / "train.jsonl"
+def test_multi_label_file_from_shipped_data(shipped_data, hh_rlhf, read_jsonl):
+    path = shipped_data / hh_rlhf / "harmless-concise" / "train.jsonl"
     dataset, names, report = load_preferences_with_report(path)
     assert names == ["harmless", "concise"]
     assert len(dataset) == 1190
@@ -87,18 +60,18 @@ def test_multi_label_file_from_shipped_data(shipped_data):
     }
 
 
-def test_objectives_argument_sets_the_label_column_order(shipped_data):
-    path = shipped_data / HH / "harmless-concise" / "test.jsonl"
+def test_objectives_argument_sets_the_label_column_order(shipped_data, hh_rlhf):
+    path = shipped_data / hh_rlhf / "harmless-concise" / "test.jsonl"
     default, default_names = load_preferences(path)
     reordered, names = load_preferences(path, objectives=["concise", "harmless"])
     assert default_names == ["harmless", "concise"] and names == ["concise", "harmless"]
     assert reordered["labels"] == [[concise, harmless] for harmless, concise in default["labels"]]
 
 
-def test_one_dataset_per_objective_from_shipped_data(shipped_data):
+def test_one_dataset_per_objective_from_shipped_data(shipped_data, hh_rlhf, read_jsonl):
     paths = {
-        "helpful": shipped_data / HH / "helpful" / "train.jsonl",
-        "harmless": shipped_data / HH / "harmless" / "train.jsonl",
+        "helpful": shipped_data / hh_rlhf / "helpful" / "train.jsonl",
+        "harmless": shipped_data / hh_rlhf / "harmless" / "train.jsonl",
     }
     dataset, names, report = load_preferences_with_report(paths)
     assert names == ["helpful", "harmless"]
@@ -113,15 +86,15 @@ def test_one_dataset_per_objective_from_shipped_data(shipped_data):
     assert swapped_names == ["harmless", "helpful"] and swapped["labels"][0] == [1, 0] and len(swapped) == 2267
 
 
-def test_single_one_objective_file_needs_its_objective_name(shipped_data):
-    path = shipped_data / HH / "harmless" / "test.jsonl"
+def test_single_one_objective_file_needs_its_objective_name(shipped_data, hh_rlhf):
+    path = shipped_data / hh_rlhf / "harmless" / "test.jsonl"
     dataset, names = load_preferences(path, objectives=["harmless"])
     assert names == ["harmless"] and len(dataset) == 300 and dataset["labels"] == [[1]] * 300
     with pytest.raises(PreferenceDataError, match=r"objectives=\['name'\]"):
         load_preferences(path)
 
 
-def test_dict_source_objectives_must_match_its_keys(tmp_path):
+def test_dict_source_objectives_must_match_its_keys(tmp_path, write_jsonl):
     path = write_jsonl(tmp_path / "a.jsonl", [pair_row()])
     with pytest.raises(ValueError, match="must name exactly the objectives"):
         load_preferences({"helpful": path}, objectives=["harmless"])
@@ -129,19 +102,22 @@ def test_dict_source_objectives_must_match_its_keys(tmp_path):
         load_preferences({"helpful": path}, objectives=["helpful", "helpful"])
 
 
-def test_builtin_sources_load_the_shipped_data(shipped_data):
-    dataset, names = load_preferences(f"builtin:{HH}/harmless-concise/test.jsonl")
-    reference, reference_names = load_preferences(shipped_data / HH / "harmless-concise" / "test.jsonl")
+def test_builtin_sources_load_the_shipped_data(shipped_data, hh_rlhf):
+    dataset, names = load_preferences(f"builtin:{hh_rlhf}/harmless-concise/test.jsonl")
+    reference, reference_names = load_preferences(shipped_data / hh_rlhf / "harmless-concise" / "test.jsonl")
     assert names == reference_names == ["harmless", "concise"]
     assert dataset.to_dict() == reference.to_dict()
     pairs, names, report = load_preferences_with_report(
-        {"helpful": f"builtin:{HH}/helpful/test.jsonl", "harmless": shipped_data / HH / "harmless" / "test.jsonl"}
+        {
+            "helpful": f"builtin:{hh_rlhf}/helpful/test.jsonl",
+            "harmless": shipped_data / hh_rlhf / "harmless" / "test.jsonl",
+        }
     )
     assert names == ["helpful", "harmless"] and len(pairs) == 600
     assert pairs["labels"] == [[1, 0]] * 300 + [[0, 1]] * 300
-    assert report.sources[0] == str(builtin_data_path(f"{HH}/helpful/test.jsonl"))
+    assert report.sources[0] == str(builtin_data_path(f"{hh_rlhf}/helpful/test.jsonl"))
     with pytest.raises(FileNotFoundError, match="no shipped data named 'hh-rlhf/helpfull/test.jsonl'; available:"):
-        load_preferences({"helpful": f"builtin:{HH}/helpfull/test.jsonl"})
+        load_preferences({"helpful": f"builtin:{hh_rlhf}/helpfull/test.jsonl"})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,7 +125,7 @@ def test_builtin_sources_load_the_shipped_data(shipped_data):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_conversational_explicit_prompt_is_rendered_with_the_chat_template(tmp_path, tiny_tokenizer):
+def test_conversational_explicit_prompt_is_rendered_with_the_chat_template(tmp_path, tiny_tokenizer, write_jsonl):
     path = write_jsonl(
         tmp_path / "chat.jsonl", [{"prompt": [USER], "chosen": [ASSISTANT_GOOD], "rejected": [ASSISTANT_BAD]}]
     )
@@ -162,7 +138,7 @@ def test_conversational_explicit_prompt_is_rendered_with_the_chat_template(tmp_p
     }
 
 
-def test_conversational_implicit_prompt_and_full_conversations_agree(tmp_path, tiny_tokenizer):
+def test_conversational_implicit_prompt_and_full_conversations_agree(tmp_path, tiny_tokenizer, write_jsonl):
     history = [USER, {"role": "assistant", "content": "Do you have yeast?"}, {"role": "user", "content": "Yes."}]
     explicit = {"prompt": history, "chosen": [ASSISTANT_GOOD], "rejected": [ASSISTANT_BAD]}
     implicit = {"chosen": history + [ASSISTANT_GOOD], "rejected": history + [ASSISTANT_BAD]}
@@ -177,7 +153,7 @@ def test_conversational_implicit_prompt_and_full_conversations_agree(tmp_path, t
     assert dataset[0] == dataset[1] == dataset[2]
 
 
-def test_conversational_multi_label_rows(tmp_path, tiny_tokenizer):
+def test_conversational_multi_label_rows(tmp_path, tiny_tokenizer, write_jsonl):
     row = {
         "prompt": [USER],
         "response_0": [ASSISTANT_BAD],
@@ -191,7 +167,9 @@ def test_conversational_multi_label_rows(tmp_path, tiny_tokenizer):
     assert dataset[0]["labels"] == [-1, 1]
 
 
-def test_conversational_rows_need_a_tokenizer_with_a_chat_template(tmp_path, tiny_tokenizer):
+def test_conversational_rows_need_a_tokenizer_with_a_chat_template(
+    tmp_path, tiny_tokenizer, write_jsonl, assert_located
+):
     path = write_jsonl(
         tmp_path / "chat.jsonl", [{"prompt": [USER], "chosen": [ASSISTANT_GOOD], "rejected": [ASSISTANT_BAD]}]
     )
@@ -204,7 +182,7 @@ def test_conversational_rows_need_a_tokenizer_with_a_chat_template(tmp_path, tin
         load_preferences({"helpful": path}, tokenizer=without_template)
 
 
-def test_implicit_prompt_parts_that_differ_are_rejected(tmp_path, tiny_tokenizer):
+def test_implicit_prompt_parts_that_differ_are_rejected(tmp_path, tiny_tokenizer, write_jsonl, assert_located):
     other_user = {"role": "user", "content": "How do I bake cake?"}
     rows = [
         {"chosen": [USER, ASSISTANT_GOOD], "rejected": [USER, ASSISTANT_BAD]},
@@ -216,7 +194,7 @@ def test_implicit_prompt_parts_that_differ_are_rejected(tmp_path, tiny_tokenizer
     assert_located(caught.value, path, 2, "rejected")
 
 
-def test_full_conversation_must_start_with_the_prompt(tmp_path, tiny_tokenizer):
+def test_full_conversation_must_start_with_the_prompt(tmp_path, tiny_tokenizer, write_jsonl, assert_located):
     other_user = {"role": "user", "content": "How do I bake cake?"}
     row = {"prompt": [USER], "chosen": [other_user, ASSISTANT_GOOD], "rejected": [ASSISTANT_BAD]}
     path = write_jsonl(tmp_path / "chat.jsonl", [row])
@@ -260,7 +238,7 @@ def test_full_conversation_must_start_with_the_prompt(tmp_path, tiny_tokenizer):
         ),
     ],
 )
-def test_bad_conversational_rows(tmp_path, tiny_tokenizer, row, field, problem):
+def test_bad_conversational_rows(tmp_path, tiny_tokenizer, row, field, problem, write_jsonl, assert_located):
     path = write_jsonl(tmp_path / "chat.jsonl", [row])
     with pytest.raises(PreferenceDataError, match=problem) as caught:
         load_preferences({"helpful": path}, tokenizer=tiny_tokenizer)
@@ -273,7 +251,7 @@ def test_bad_conversational_rows(tmp_path, tiny_tokenizer, row, field, problem):
 
 
 @pytest.mark.parametrize("field", ["prompt", "response_0", "response_1", "labels"])
-def test_missing_multi_label_field(tmp_path, field):
+def test_missing_multi_label_field(tmp_path, field, multi_label_row, write_jsonl, assert_located):
     row = multi_label_row(a=0)
     del row[field]
     path = write_jsonl(tmp_path / "rows.jsonl", [multi_label_row(a=0), row])
@@ -283,7 +261,7 @@ def test_missing_multi_label_field(tmp_path, field):
 
 
 @pytest.mark.parametrize("field", ["prompt", "chosen", "rejected"])
-def test_missing_one_objective_field(tmp_path, field):
+def test_missing_one_objective_field(tmp_path, field, write_jsonl, assert_located):
     row = pair_row()
     del row[field]
     path = write_jsonl(tmp_path / "helpful.jsonl", [pair_row(), pair_row(), row])
@@ -292,8 +270,8 @@ def test_missing_one_objective_field(tmp_path, field):
     assert_located(caught.value, path, 3, field)
 
 
-def test_multi_label_file_given_as_one_objective_file(shipped_data):
-    path = shipped_data / HH / "harmless-concise" / "test.jsonl"
+def test_multi_label_file_given_as_one_objective_file(shipped_data, hh_rlhf, assert_located):
+    path = shipped_data / hh_rlhf / "harmless-concise" / "test.jsonl"
     with pytest.raises(PreferenceDataError, match="missing field") as caught:
         load_preferences({"harmless": path})
     assert_located(caught.value, path, 1, "chosen")
@@ -308,14 +286,14 @@ def test_multi_label_file_given_as_one_objective_file(shipped_data):
         (["prompt", "chosen", "rejected"], None, "expected a JSON object, got list"),
     ],
 )
-def test_field_of_the_wrong_type(tmp_path, row, field, problem):
+def test_field_of_the_wrong_type(tmp_path, row, field, problem, write_jsonl, assert_located):
     path = write_jsonl(tmp_path / "helpful.jsonl", [pair_row(), row])
     with pytest.raises(PreferenceDataError, match=problem) as caught:
         load_preferences({"helpful": path})
     assert_located(caught.value, path, 2, field)
 
 
-def test_labels_of_the_wrong_type(tmp_path):
+def test_labels_of_the_wrong_type(tmp_path, multi_label_row, write_jsonl, assert_located):
     row = multi_label_row()
     row["labels"] = [0, 1]
     path = write_jsonl(tmp_path / "rows.jsonl", [row])
@@ -325,14 +303,14 @@ def test_labels_of_the_wrong_type(tmp_path):
 
 
 @pytest.mark.parametrize("value", [2, -1, "1", True, 0.5])
-def test_label_value_outside_0_1_null(tmp_path, value):
+def test_label_value_outside_0_1_null(tmp_path, value, write_jsonl, multi_label_row, assert_located):
     path = write_jsonl(tmp_path / "rows.jsonl", [multi_label_row(a=0, b=1), multi_label_row(a=1, b=value)])
     with pytest.raises(PreferenceDataError, match="must be 0, 1 or null") as caught:
         load_preferences(path)
     assert_located(caught.value, path, 2, "labels.b")
 
 
-def test_unknown_objective_name(tmp_path):
+def test_unknown_objective_name(tmp_path, write_jsonl, multi_label_row, assert_located):
     path = write_jsonl(tmp_path / "rows.jsonl", [multi_label_row(helpful=0), multi_label_row(helpful=1, harmles=0)])
     with pytest.raises(
         PreferenceDataError, match=r"unknown objective 'harmles'; known objectives: \['helpful', 'harmless'\]"
@@ -342,7 +320,7 @@ def test_unknown_objective_name(tmp_path):
 
 
 @pytest.mark.parametrize("response", ["", "   \n\t"])
-def test_empty_or_whitespace_response(tmp_path, response):
+def test_empty_or_whitespace_response(tmp_path, response, write_jsonl, assert_located):
     path = write_jsonl(tmp_path / "helpful.jsonl", [pair_row(), pair_row(rejected=response)])
     with pytest.raises(PreferenceDataError, match="empty or whitespace-only response") as caught:
         load_preferences({"helpful": path})
@@ -360,7 +338,7 @@ def test_empty_file(tmp_path, content):
         load_preferences({"helpful": path})
 
 
-def test_objective_without_labelled_rows(tmp_path):
+def test_objective_without_labelled_rows(tmp_path, write_jsonl, multi_label_row):
     path = write_jsonl(tmp_path / "rows.jsonl", [multi_label_row(a=0, b=None), multi_label_row(a=1)])
     with pytest.raises(PreferenceDataError, match=r"no labelled rows for objective\(s\) 'b'$") as caught:
         load_preferences(path)
@@ -383,7 +361,7 @@ def test_objective_without_labelled_rows(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_identical_responses_are_dropped_counted_and_warned(tmp_path):
+def test_identical_responses_are_dropped_counted_and_warned(tmp_path, write_jsonl):
     rows = [pair_row(), pair_row(rejected="Hello!"), pair_row(chosen="Yes.", rejected="Yes."), pair_row(rejected="No.")]
     path = write_jsonl(tmp_path / "helpful.jsonl", rows)
     with pytest.warns(UserWarning, match=r"dropped 2 pair\(s\) with identical responses \(lines 2, 3\)"):
@@ -395,7 +373,7 @@ def test_identical_responses_are_dropped_counted_and_warned(tmp_path):
     assert len(kept) == 4 and (kept_report.dropped_identical, kept_report.kept_identical) == (0, 2)
 
 
-def test_rows_without_any_label_are_dropped_counted_and_warned(tmp_path):
+def test_rows_without_any_label_are_dropped_counted_and_warned(tmp_path, multi_label_row, write_jsonl):
     rows = [multi_label_row(a=0, b=1), multi_label_row(a=None, b=None), multi_label_row(), multi_label_row(a=1)]
     path = write_jsonl(tmp_path / "rows.jsonl", rows)
     with pytest.warns(UserWarning, match=r"dropped 2 row\(s\) whose labels are all null or missing \(lines 2, 3\)"):
@@ -405,7 +383,7 @@ def test_rows_without_any_label_are_dropped_counted_and_warned(tmp_path):
     assert report.labelled_rows == {"a": 2, "b": 1}
 
 
-def test_clean_data_loads_without_warnings(shipped_data):
+def test_clean_data_loads_without_warnings(shipped_data, hh_rlhf):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_preferences(shipped_data / HH / "harmless-concise" / "test.jsonl")
+        load_preferences(shipped_data / hh_rlhf / "harmless-concise" / "test.jsonl")

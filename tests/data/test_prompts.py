@@ -140,18 +140,13 @@ def test_transcript_messages():
 # ---------------------------------------------------------------------------------------------------------
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
-    return path
-
-
 MESSAGE_ROWS = [
     {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2 + 2?"}], "answer": "4"},
     {"prompt": [{"role": "user", "content": "3 + 3?"}], "answer": "6", "level": 2},
 ]
 
 
-def test_load_prompts_jsonl_strings_with_extra_columns(tmp_path):
+def test_load_prompts_jsonl_strings_with_extra_columns(tmp_path, write_jsonl):
     path = write_jsonl(
         tmp_path / "prompts.jsonl",
         [{"prompt": "Say hi", "answer": "hi"}, "", {"prompt": "2 + 3?", "answer": "5", "id": 7}],
@@ -164,7 +159,7 @@ def test_load_prompts_jsonl_strings_with_extra_columns(tmp_path):
     ]
 
 
-def test_load_prompts_messages_from_every_format(tmp_path):
+def test_load_prompts_messages_from_every_format(tmp_path, write_jsonl):
     expected = [
         {**MESSAGE_ROWS[0], "level": None},
         MESSAGE_ROWS[1],
@@ -180,7 +175,7 @@ def test_load_prompts_messages_from_every_format(tmp_path):
         assert load_prompts(source).to_list() == expected, source
 
 
-def test_load_prompts_feeds_the_answer_reward(tmp_path):
+def test_load_prompts_feeds_the_answer_reward(tmp_path, write_jsonl):
     prompts = load_prompts(write_jsonl(tmp_path / "p.jsonl", MESSAGE_ROWS))
     completions = [[{"role": "assistant", "content": "<answer>4</answer>"}]] * 2
     assert AnswerReward()(prompts["prompt"], completions, **prompts.remove_columns("prompt").to_dict()) == [1.0, 0.0]
@@ -205,7 +200,7 @@ def test_load_prompts_feeds_the_answer_reward(tmp_path):
         ([""], r"p\.jsonl: contains no rows"),
     ],
 )
-def test_load_prompts_reports_file_line_and_field(tmp_path, rows, message):
+def test_load_prompts_reports_file_line_and_field(tmp_path, rows, message, write_jsonl):
     path = write_jsonl(tmp_path / "p.jsonl", rows)
     with pytest.raises(PreferenceDataError, match=message):
         load_prompts(path)
@@ -240,10 +235,10 @@ def test_load_prompts_generates_arithmetic_problems_from_limit_and_seed():
         load_prompts("builtin:arithmetic")
 
 
-def test_load_prompts_reads_shipped_data():
+def test_load_prompts_reads_shipped_data(read_jsonl):
     prompts = load_prompts("builtin:hh-rlhf/helpful/test.jsonl")
     path = builtin_data_path("hh-rlhf/helpful/test.jsonl")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    rows = read_jsonl(path)
     assert len(prompts) == len(rows) == 300
     assert prompts.column_names == ["prompt", "chosen", "rejected"]
     assert prompts[0] == rows[0] and prompts[299] == rows[299]
@@ -259,7 +254,7 @@ def test_load_prompts_text_file_one_prompt_per_non_blank_line(tmp_path):
     assert load_prompts(str(path), limit=2)["prompt"] == ["Say hi", "What is 2 + 2?"]
 
 
-def test_load_prompts_jsonl_keeps_every_column_in_order_of_first_appearance(tmp_path):
+def test_load_prompts_jsonl_keeps_every_column_in_order_of_first_appearance(tmp_path, write_jsonl):
     path = write_jsonl(
         tmp_path / "p.jsonl",
         [{"id": 1, "prompt": "2 + 3?", "answer": "5"}, {"prompt": "4 + 4?", "answer": "8", "level": "easy", "id": 2}],
@@ -272,7 +267,7 @@ def test_load_prompts_jsonl_keeps_every_column_in_order_of_first_appearance(tmp_
     ]
 
 
-def test_load_prompts_message_lists(tmp_path):
+def test_load_prompts_message_lists(tmp_path, write_jsonl):
     prompts = load_prompts(write_jsonl(tmp_path / "p.jsonl", MESSAGE_ROWS))
     assert prompts["prompt"] == [row["prompt"] for row in MESSAGE_ROWS]
     assert prompts["answer"] == ["4", "6"] and prompts["level"] == [None, 2]
@@ -310,7 +305,7 @@ def test_load_prompts_unknown_builtin_lists_what_exists():
         load_prompts("builtin:arithmetik", limit=4)
 
 
-def test_load_prompts_limit_keeps_the_first_rows(tmp_path):
+def test_load_prompts_limit_keeps_the_first_rows(tmp_path, write_jsonl):
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"question {index}"} for index in range(5)])
     assert load_prompts(path, limit=2)["prompt"] == ["question 0", "question 1"]
     every_prompt = load_prompts(path)["prompt"]

@@ -10,8 +10,6 @@ from paretoalign.data.preferences import load_preferences
 from paretoalign.data.sampler import ObjectiveBalancedSampler
 from paretoalign.data.tokenize import PreferenceCollator, tokenize_preferences
 
-HH = "hh-rlhf"
-
 
 def one_label_matrix(rows_per_objective):
     """Rows of objective 0, then objective 1, ...: each row has a single non-zero label."""
@@ -106,10 +104,10 @@ def test_sampler_rejects_proportions_off_the_simplex(proportions, problem):
         ObjectiveBalancedSampler(labels, 4, proportions)
 
 
-def test_balanced_batches_from_real_data_end_to_end(shipped_data, tiny_tokenizer):
+def test_balanced_batches_from_real_data_end_to_end(shipped_data, tiny_tokenizer, hh_rlhf):
     paths = {
-        "helpful": shipped_data / HH / "helpful" / "test.jsonl",
-        "harmless": shipped_data / HH / "harmless" / "test.jsonl",
+        "helpful": shipped_data / hh_rlhf / "helpful" / "test.jsonl",
+        "harmless": shipped_data / hh_rlhf / "harmless" / "test.jsonl",
     }
     dataset, names = load_preferences(paths)
     subset = dataset.select(list(range(12)) + list(range(300, 320)))

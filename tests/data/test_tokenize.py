@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import datasets
 import pytest
@@ -18,11 +17,6 @@ USER = {"role": "user", "content": "How do I bake bread?"}
 ASSISTANT_GOOD = {"role": "assistant", "content": "Mix flour, water, salt and yeast."}
 ASSISTANT_BAD = {"role": "assistant", "content": "No."}
 RENDERED_PROMPT = "<|im_start|>user\nHow do I bake bread?<|im_end|>\n<|im_start|>assistant\n"
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
 def preference_dataset(rows):
@@ -68,7 +62,7 @@ def test_response_mask_marks_exactly_the_response_tokens(tmp_path, tiny_tokenize
     assert batch["labels"].tolist() == [[1, 0], [0, -1]]
 
 
-def test_chat_rendered_responses_get_no_second_eos(tmp_path, tiny_tokenizer):
+def test_chat_rendered_responses_get_no_second_eos(tmp_path, tiny_tokenizer, write_jsonl):
     path = write_jsonl(
         tmp_path / "chat.jsonl", [{"prompt": [USER], "chosen": [ASSISTANT_GOOD], "rejected": [ASSISTANT_BAD]}]
     )

@@ -88,18 +88,18 @@ def train(config: ParetoPreferenceConfig) -> dict[str, Any]:
 
 
 def print_before_after(metrics: dict, console: Console) -> None:
-    """A table of each objective's held-out accuracy and margin before and after training."""
+    """A table of each objective's held-out accuracy before and after training, margin and loss after (before
+    training the policy is the reference: accuracy 1/2, margin 0, loss log 2 for every objective)."""
     if "before" not in metrics or "after" not in metrics:
         return
     table = Table(title="held-out preference metrics (implicit reward; a tie counts 1/2)")
-    for column in ("objective", "weight", "pairs", "acc. before", "acc. after", "margin after", "loss before",
-                   "loss after"):
-        table.add_column(column, justify="right" if column != "objective" else "left")
+    table.add_column("objective", min_width=max(len(name) for name in metrics["objectives"]))
+    for column in ("weight", "pairs", "acc. before", "acc. after", "margin after", "loss after"):
+        table.add_column(column, justify="right")
     for name, weight in zip(metrics["objectives"], metrics["weights"]):
         before, after = metrics["before"][name], metrics["after"][name]
         table.add_row(name, f"{weight:.2f}", str(after["pairs"]), f"{before['accuracy']:.3f}",
-                      f"{after['accuracy']:.3f}", f"{after['margin']:+.4f}", f"{before['loss']:.4f}",
-                      f"{after['loss']:.4f}")
+                      f"{after['accuracy']:.3f}", f"{after['margin']:+.4f}", f"{after['loss']:.4f}")
     console.print(table)
 
 
