@@ -231,7 +231,7 @@ def test_load_prompts_generates_arithmetic_problems_from_limit_and_seed():
     assert problems.to_list() == load_prompts("builtin:arithmetic", limit=20, seed=3).to_list()
     assert problems["answer"] != load_prompts("builtin:arithmetic", limit=20, seed=4)["answer"]
     assert load_prompts("builtin:arithmetic", limit=3)["answer"] == ["20", "24", "90"]
-    with pytest.raises(ValueError, match="builtin:arithmetic generates its prompts: give limit=N"):
+    with pytest.raises(ValueError, match="builtin:arithmetic generates its prompts: say how many"):
         load_prompts("builtin:arithmetic")
 
 

@@ -311,7 +311,9 @@ def load_prompts(source: str | os.PathLike, *, limit: int | None = None, seed: i
     generated_sets = [BUILTIN_PREFIX + name for name in BUILTIN_PROMPT_SETS]
     if source in generated_sets:
         if limit is None:
-            raise ValueError(f"{source} generates its prompts: give limit=N, the number of problems to generate")
+            raise ValueError(
+                f"{source} generates its prompts: say how many (limit=N; in a config max_prompts or max_eval_prompts)"
+            )
         return arithmetic_word_problems(limit, seed=seed)
     try:
         path = Path(resolve_data_source(source))
