@@ -10,7 +10,8 @@ below, the reward gathering across processes, the advantages, the loss and (with
 Usage: ``python distributed_rl_worker.py RUN_DIR BATCH SPEC [SPEC ...]`` (or under torchrun, see :func:`main`).
 A ``+local_gram`` run forms the Gram matrix from each process's *local* per-reward gradients and averages only the
 combined direction across processes (what plain DDP on top of a local weighting would do), the mistake the real
-trainer avoids.
+trainer avoids. A ``+poison<R>`` run makes the per-reward losses NaN on the process of rank R at the first optimizer
+step: every process must skip that step together.
 """
 
 from __future__ import annotations
@@ -103,18 +104,36 @@ def install_local_gram_switch() -> None:
     ObjectiveGradients.step = step
 
 
+POISONED_RANK: int | None = None
+
+
+def install_poison_switch() -> None:
+    """While ``POISONED_RANK`` is set, that rank's per-reward losses are NaN at the first optimizer step."""
+    per_reward_losses = MultiRewardGRPOTrainer.per_reward_losses
+
+    def poisoned(self, model, inputs):
+        losses = per_reward_losses(self, model, inputs)
+        if POISONED_RANK == int(os.environ.get("RANK", "0")) and self.state.global_step == 0:
+            losses = losses * float("nan")
+        return losses
+
+    MultiRewardGRPOTrainer.per_reward_losses = poisoned
+
+
 def main(argv: list[str]) -> int:
-    """``RUN_DIR BATCH SPEC [SPEC ...]``: for each SPEC (``NAME`` or ``NAME+local_gram``) run ``paretoalign rl
+    """``RUN_DIR BATCH SPEC [SPEC ...]``: for each SPEC (``NAME``, ``NAME+local_gram`` or ``NAME+poison<R>``) run ``paretoalign rl
     --config RUN_DIR/NAME.yaml`` with per-device batch BATCH, writing ``RUN_DIR/<processes>p-SPEC``. Several runs
     share one launch (and one process group) to save start-up time."""
-    global LOCAL_GRAM
+    global LOCAL_GRAM, POISONED_RANK
     MultiRewardGRPOTrainer._generate_single_turn = deterministic_generate_single_turn
     install_local_gram_switch()
+    install_poison_switch()
     run_dir, batch_size, specs = Path(argv[0]), argv[1], argv[2:]
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     for spec in specs:
         name, _, variant = spec.partition("+")
         LOCAL_GRAM = variant == "local_gram"
+        POISONED_RANK = int(variant.removeprefix("poison")) if variant.startswith("poison") else None
         code = cli_main([
             "rl", "--config", str(run_dir / f"{name}.yaml"), "--output_dir", str(run_dir / f"{processes}p-{spec}"),
             "--per_device_train_batch_size", batch_size,

@@ -105,12 +105,13 @@ def runs(tmp_path_factory, tiny_model_dir):
     run_dir = tmp_path_factory.mktemp("rl-distributed")
     for weighting in ("weighted_sum", "raco"):
         write_config(run_dir, tiny_model_dir, weighting)
-    launch(run_dir, 1, ["weighted_sum", "raco"])
-    launch(run_dir, 2, ["weighted_sum", "raco", "raco+local_gram"])
+    launch(run_dir, 1, ["weighted_sum", "raco", "raco+poison0"])
+    launch(run_dir, 2, ["weighted_sum", "raco", "raco+local_gram", "raco+poison1"])
     results = {}
     for output in run_dir.glob("?p-*"):
         metrics = json.loads((output / "metrics.json").read_text())
-        assert metrics["train"]["steps"] == STEPS and metrics["train"]["skipped_steps"] == 0, output.name
+        skipped = 1 if "poison" in output.name else 0
+        assert metrics["train"]["steps"] == STEPS and metrics["train"]["skipped_steps"] == skipped, output.name
         results[output.name] = load_file(output / "model" / "model.safetensors"), metrics
     return results
 
@@ -150,3 +151,11 @@ def test_rl_gram_of_local_gradients_would_differ(runs):
     difference = max_difference(single, naive)
     print(f"raco with local Grams: max |1 process - 2 processes| = {difference:.2e}")
     assert difference > 100 * TOLERANCE
+
+
+def test_rl_a_poisoned_batch_on_one_process_skips_the_step_on_every_process(runs):
+    # Rank 1's per-reward losses are NaN at step 1: both processes skip it (no hang in the per-reward all-reduce)
+    # and end where one process that skips the same step ends; the skip changed the run.
+    single, double = runs["1p-raco+poison0"][0], runs["2p-raco+poison1"][0]
+    assert max_difference(single, double) <= TOLERANCE
+    assert max_difference(single, runs["1p-raco"][0]) > 100 * TOLERANCE

@@ -6,6 +6,10 @@ r"""What every trainer built on ``transformers.Trainer`` shares: the skip guard,
   the window had a fault (a non-finite loss, reward or gradient), drops every ``.grad`` so the optimizer step changes
   nothing, logs the skip and counts it in :class:`paretoalign.engine.SkipGuard`, which stops the run after
   ``max_consecutive_skipped_steps`` skips in a row;
+* :meth:`~ObjectiveTrainerMixin.collective_fault` makes the decision to skip collective: with several processes a
+  fault on any one of them (one all-reduce of a flag, before the per-objective gradients are all-reduced) skips the
+  step on every process, so no process waits in a collective that another one skipped, and the processes keep
+  identical parameters;
 * per objective k it logs ``alpha/<k>``, ``grad_norm/<k>`` (``||g_k||``), ``cosine/<k>__<l>`` and, for RACO,
   ``clip_active``; ``skipped_steps`` is 1 for a skipped step and 0 otherwise;
 * ``checkpoint-<step>`` is written into a hidden staging folder and renamed into place, so a crash never leaves a
@@ -18,6 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
 from accelerate.utils import DistributedType
 from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -46,6 +51,17 @@ class ObjectiveTrainerMixin:
 
     objective_names: list[str]
     skip_guard: SkipGuard
+
+    def collective_fault(self, fault: str | None) -> str | None:
+        """This process's ``fault``; with several processes, also a fault on another process (every process must
+        call this at the same point of the window)."""
+        if self.accelerator.num_processes == 1:
+            return fault
+        flag = torch.tensor([0.0 if fault is None else 1.0], device=self.accelerator.device)
+        faulty = int(self.accelerator.reduce(flag, reduction="sum").item())
+        if fault is None and faulty:
+            return f"a non-finite loss, reward or gradient on {faulty} other process(es)"
+        return fault
 
     def finish_update(self, model: nn.Module, fault: str | None, step: EngineStep | None, metrics: dict) -> None:
         """End of an accumulation window: keep the update (``fault`` None) or drop it; ``metrics`` collects the logs."""

@@ -461,6 +461,7 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
             if self.accelerator.sync_gradients:
                 if self._window_fault is None and not self._gradients_finite(model):
                     self._window_fault = "non-finite gradient"
+                self._window_fault = self.collective_fault(self._window_fault)
                 self._finish_update(model, None)
             return torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
 
@@ -486,6 +487,7 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
             # TRL's loss is already divided by the gradient-accumulation steps.
             self.engine.accumulate(losses)
         if self.accelerator.sync_gradients:
+            self._window_fault = self.collective_fault(self._window_fault)
             step = self.engine.step() if self._window_fault is None else None
             if step is not None and not step.finite:
                 diagonal = step.gram.diagonal()

@@ -413,6 +413,7 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
                 self.engine.accumulate(losses, scale=1.0 / accumulation_steps, pair_values=delta)
             if not self.accelerator.sync_gradients:
                 return losses
+            self._window_fault = self.collective_fault(self._window_fault)
             step = self.engine.step() if self._window_fault is None else None
         else:
             step = self.engine.backward(losses) if finite else None
