@@ -222,7 +222,7 @@ def main(config_file: str, weights: str, weightings: str, metric: str, dry_run: 
     if dry_run:
         table = Table(title=f"sweep plan: {len(runs)} runs over objectives {objectives}")
         for column in ("weighting", "weights", "run folder", "status"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # a run folder is wrapped, never cut
         for run in runs:
             table.add_row(run.weighting, " / ".join(f"{w:.3f}" for w in run.weights), str(run.run_dir),
                           "done" if run.finished else "to train")
