@@ -230,6 +230,37 @@ def lora_run_config(tmp_path, tiny_model_dir):
     return config_file
 
 
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch):
+    """An offline Hugging Face cache in ``tmp_path / "hf-home"``: ``HF_HOME`` points at it, ``HF_HUB_OFFLINE`` is set
+    (in the environment and in ``huggingface_hub.constants``, which reads both at import time), and the value is a
+    function ``add(hub_id, model, tokenizer, revision="main") -> snapshot folder`` that lays out a model as
+    ``hf download`` does: ``hub/models--ORG--NAME/snapshots/<commit>/<files>`` and ``refs/<revision>`` holding the
+    commit (40 hex digits derived from the id and the revision)."""
+    import hashlib
+
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf-home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def add(hub_id: str, model, tokenizer, revision: str = "main") -> Path:
+        repository = home / "hub" / ("models--" + hub_id.replace("/", "--"))
+        commit = hashlib.sha1(f"{hub_id}@{revision}".encode()).hexdigest()
+        snapshot = repository / "snapshots" / commit
+        model.save_pretrained(snapshot)
+        tokenizer.save_pretrained(snapshot)
+        (repository / "refs").mkdir(parents=True, exist_ok=True)
+        (repository / "refs" / revision).write_text(commit)
+        return snapshot
+
+    return add
+
+
 def session_fixture(function, name: str | None = None):
     """A session-scoped fixture whose value is the plain helper ``function``, called ``name`` (by default the
     function's own name) and documented by the function's docstring: tests take the helper as an argument."""

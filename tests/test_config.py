@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
+from paretoalign.rewards.specs import resolve_spec_paths
 from paretoalign.config import ModelArguments, config_to_dict, field_help, load_yaml, parse_config
 from paretoalign.trainers.preference import ParetoPreferenceConfig
 
@@ -88,6 +89,7 @@ def test_a_model_resolves_only_when_it_exists_beside_the_yaml_file(folders):
 
 def test_reward_specs_resolve_their_file_functions_and_oracle_paths(folders):
     config_dir, _ = folders
+    (config_dir / "rm").mkdir()  # a reward model's folder beside the YAML file
     config = parse_config(FileFields, write_yaml(config_dir / "run.yaml", {
         "rewards": [
             {"function": "my_rewards.py:politeness", "scale": 2},
@@ -208,7 +210,8 @@ def test_config_to_dict_keeps_the_plain_values(folders):
     config = parse_config(FileFields, write_yaml(config_dir / "run.yaml", {"pairs": {"a": "a.jsonl"}}),
                           ["--note", "n"])
     assert config_to_dict(config) == {
-        "model_name_or_path": "builtin:smollm2", "model_cache_dir": None, "output": None,
+        "model_name_or_path": "builtin:smollm2", "model_cache_dir": None, "model_revision": None,
+        "torch_dtype": "float32", "attn_implementation": None, "trust_remote_code": False, "output": None,
         "pairs": {"a": str(config_dir / "a.jsonl")}, "rewards": None, "judge": None, "oracle": None, "note": "n",
     }
 
@@ -216,3 +219,12 @@ def test_config_to_dict_keeps_the_plain_values(folders):
 def test_a_path_kind_must_be_known():
     with pytest.raises(ValueError, match="path kind must be one of"):
         field_help("A file.", path="folder")
+
+
+def test_a_reward_model_path_is_a_folder_beside_the_yaml_or_a_hub_id(tmp_path):
+    (tmp_path / "local-rm").mkdir()
+    specs = [{"name": "reward_model", "path": "local-rm"}, {"name": "reward_model", "path": "OpenAssistant/rm"}]
+    assert resolve_spec_paths(specs, tmp_path) == [
+        {"name": "reward_model", "path": str(tmp_path / "local-rm")},
+        {"name": "reward_model", "path": "OpenAssistant/rm"},
+    ]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-import paretoalign.commands.train
+import paretoalign.config
 from paretoalign.commands.train import train
 from paretoalign.engine import ObjectiveGradients
 from paretoalign.losses import preference_losses
@@ -276,7 +276,7 @@ def test_auto_engine_chooses_fused_logs_it_once_and_matches_exact(final_weights,
 def test_auto_engine_falls_back_to_exact_where_the_hooks_do_not_apply(final_weights, monkeypatch, caplog):
     """A model that reads a Linear's weight outside the Linear's call: the first micro-batch shows it, exact takes
     over for the whole run, and the run equals an exact run."""
-    load_policy = paretoalign.commands.train.load_policy
+    load_policy = paretoalign.config.load_policy
 
     def load_policy_reusing_a_weight(*args, **kwargs):
         model, tokenizer = load_policy(*args, **kwargs)
@@ -284,7 +284,7 @@ def test_auto_engine_falls_back_to_exact_where_the_hooks_do_not_apply(final_weig
         mlp.register_forward_hook(lambda module, inputs, output: output + 0.0 * module.down_proj.weight.sum())
         return model, tokenizer
 
-    monkeypatch.setattr(paretoalign.commands.train, "load_policy", load_policy_reusing_a_weight)
+    monkeypatch.setattr(paretoalign.config, "load_policy", load_policy_reusing_a_weight)
 
     with caplog.at_level("INFO", logger="paretoalign"):
         auto = final_weights("auto", max_steps=2)

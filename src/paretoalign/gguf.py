@@ -17,6 +17,7 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import transformers
@@ -75,15 +76,22 @@ def default_cache_dir() -> Path:
 
 
 def load_gguf(
-    gguf_path: Path, cache_dir: str | os.PathLike | None = None, torch_dtype: torch.dtype = torch.float32
+    gguf_path: Path,
+    cache_dir: str | os.PathLike | None = None,
+    torch_dtype: torch.dtype | Literal["auto"] = torch.float32,
+    attn_implementation: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Path]:
     """Load a GGUF file through its de-quantised cache copy: ``(model, tokenizer, cache folder)``.
+
+    The copy is float32; the model is converted to `torch_dtype` as it loads (``"auto"`` keeps float32).
+    `attn_implementation` picks the attention kernel (default: transformers' choice).
 
     Raises ValueError when the file does not start with the GGUF magic bytes.
     """
     _check_gguf_magic(gguf_path)
     cache_folder = _gguf_cache_folder(gguf_path, Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
-    model, tokenizer = _load_gguf_through_cache(gguf_path, cache_folder, torch_dtype)
+    model_options = {"dtype": torch_dtype, "attn_implementation": attn_implementation}
+    model, tokenizer = _load_gguf_through_cache(gguf_path, cache_folder, model_options)
     return model, tokenizer, cache_folder
 
 
@@ -115,24 +123,26 @@ def _gguf_cache_folder(gguf_path: Path, cache_dir: Path) -> Path:
 
 
 def _load_gguf_through_cache(
-    gguf_path: Path, cache_folder: Path, torch_dtype: torch.dtype
+    gguf_path: Path, cache_folder: Path, model_options: dict[str, Any]
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the safetensors copy of a GGUF file, building it first when it is missing or corrupt."""
     problem = _cache_problem(cache_folder, gguf_path)
     if problem is None:
         try:
-            return _load_cached_copy(cache_folder, torch_dtype)
+            return _load_cached_copy(cache_folder, model_options)
         except Exception as error:  # any failure to read the cache is repaired by rebuilding it
             problem = f"it failed to load ({type(error).__name__}: {error})"
     if cache_folder.exists():
         logger.warning("The cached copy of %s in %s is unusable: %s. Rebuilding it.", gguf_path, cache_folder, problem)
     _build_gguf_cache(gguf_path, cache_folder)
-    return _load_cached_copy(cache_folder, torch_dtype)
+    return _load_cached_copy(cache_folder, model_options)
 
 
-def _load_cached_copy(cache_folder: Path, torch_dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Read a cache folder written by `_build_gguf_cache`."""
-    policy = AutoModelForCausalLM.from_pretrained(str(cache_folder), dtype=torch_dtype, local_files_only=True)
+def _load_cached_copy(
+    cache_folder: Path, model_options: dict[str, Any]
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Read a cache folder written by `_build_gguf_cache`; `model_options` go to the model's `from_pretrained`."""
+    policy = AutoModelForCausalLM.from_pretrained(str(cache_folder), local_files_only=True, **model_options)
     tokenizer = AutoTokenizer.from_pretrained(str(cache_folder), local_files_only=True)
     return policy, tokenizer
 

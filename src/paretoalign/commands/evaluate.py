@@ -26,7 +26,7 @@ from paretoalign.data.preferences import load_preferences
 from paretoalign.data.prompts import load_prompts
 from paretoalign.generation import encode_prompts, generate_completions
 from paretoalign.io import write_json_atomic
-from paretoalign.models import load_policy, load_trained
+from paretoalign.models import load_trained
 from paretoalign.rewards.specs import build_reward, build_rewards, reward_label
 from paretoalign.scoring import dataset_logps, generation_report, preference_report
 from paretoalign.trainers.preference import ParetoPreferenceConfig, prepare_preference_data
@@ -61,10 +61,10 @@ def evaluate_trained(model_dir, config: ParetoPreferenceConfig) -> dict[str, Any
     judge = None
     if config.eval_judge is not None:
         judge = (reward_label(config.eval_judge), build_reward(config.eval_judge, "eval_judge"))
-    policy, tokenizer = load_trained(model_dir, cache_dir=config.model_cache_dir)
+    policy, tokenizer = load_trained(model_dir, revision=config.model_revision, **config.model_options())
     base = None
     if not isinstance(policy, PeftModel):
-        base, _ = load_policy(config.model_name_or_path, cache_dir=config.model_cache_dir)
+        base, _ = config.load_model()
 
     @contextmanager
     def reference() -> Iterator[nn.Module]:

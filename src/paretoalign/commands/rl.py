@@ -25,7 +25,7 @@ from paretoalign.config import config_to_dict, parse_config
 from paretoalign.data.prompts import BUILTIN_PROMPT_SETS, load_prompts
 from paretoalign.generation import encode_prompts, generate_completions
 from paretoalign.io import write_json_atomic, write_yaml_atomic
-from paretoalign.models import load_policy, save_policy
+from paretoalign.models import save_policy
 from paretoalign.rewards.specs import build_rewards
 from paretoalign.scoring import reward_summary, score_rewards
 from paretoalign.trainers.grpo import MultiRewardGRPOConfig, MultiRewardGRPOTrainer, resolve_conditions
@@ -90,7 +90,7 @@ def train_rl(config: MultiRewardGRPOConfig) -> dict[str, Any]:
     resolve_conditions(config.conditional_rewards, names)
 
     set_seed(config.seed)
-    model, tokenizer = load_policy(config.model_name_or_path, cache_dir=config.model_cache_dir)
+    model, tokenizer = config.load_model()
     train_set, held_out = prompt_datasets(config)
     model = config.with_lora(model)
     metrics: dict[str, Any] = {

@@ -21,7 +21,7 @@ from transformers import set_seed
 
 from paretoalign.config import config_to_dict, parse_config
 from paretoalign.io import write_json_atomic, write_yaml_atomic
-from paretoalign.models import load_policy, save_policy
+from paretoalign.models import save_policy
 from paretoalign.scoring import dataset_logps, preference_report
 from paretoalign.trainers.preference import ParetoPreferenceConfig, ParetoPreferenceTrainer, prepare_preference_data
 
@@ -40,7 +40,7 @@ def train(config: ParetoPreferenceConfig) -> dict[str, Any]:
     if config.train_data is None:
         raise ValueError("train_data is not set: give a file of multi-labelled pairs or a mapping objective -> file.")
     set_seed(config.seed)
-    model, tokenizer = load_policy(config.model_name_or_path, cache_dir=config.model_cache_dir)
+    model, tokenizer = config.load_model()
     train_set, names = prepare_preference_data(
         config, config.train_data, tokenizer, config.objectives, config.max_train_pairs, "train"
     )

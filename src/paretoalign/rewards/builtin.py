@@ -28,8 +28,8 @@ assistant message, a non-string) is the empty text ``""``.
                                (len(required) + len(forbidden))``
 :class:`SentimentReward`       [``sentiment``] VADER compound score in ``[-1, 1]``, or ``(compound + 1) / 2``
                                with ``unit_interval``; ``None`` for empty text
-:class:`RewardModel`           [``reward_model``] the logit of a local sequence-classification model on
-                               ``prompt + completion``
+:class:`RewardModel`           [``reward_model``] the logit of a sequence-classification model (a local
+                               directory or a Hub id) on ``prompt + completion``
 =============================  ===============================================================================
 
 :func:`get_reward` builds any of them by registry name (:data:`REWARDS`), as configs do:
@@ -53,6 +53,8 @@ from typing import Any, Protocol
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from paretoalign.models import load_pretrained, resolve_model
 
 __all__ = [
     "REWARDS", "AnswerReward", "FormatReward", "KeywordReward", "LengthReward", "RewardFunction", "RewardModel",
@@ -561,7 +563,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class RewardModel:
-    """Scores ``prompt + completion`` with a local Hugging Face sequence-classification model.
+    """Scores ``prompt + completion`` with a Hugging Face sequence-classification model, local or on the Hub.
 
     The text of a pair is, for a conversational prompt (a message list) and a tokenizer with a chat template,
     ``apply_chat_template(prompt + [{"role": "assistant", "content": completion text}], tokenize=False)``,
@@ -574,7 +576,10 @@ class RewardModel:
     The tokenizer's pad token defaults to its EOS token, and the model's ``pad_token_id`` to the tokenizer's.
 
     Args:
-        path: a local model directory (``save_pretrained`` output with its tokenizer); nothing is downloaded.
+        path: a local model directory (``save_pretrained`` output with its tokenizer), or a Hugging Face Hub id
+            ``ORG/NAME`` loaded through the Hugging Face cache (:func:`paretoalign.models.resolve_model`; with
+            ``HF_HUB_OFFLINE=1`` only what is cached).
+        revision: branch, tag or commit of a Hub model (default: ``main``).
         batch_size: pairs per forward pass.
         max_length: the most tokens of one pair.
         device: where the model runs; default ``"cuda"`` when available, else ``"cpu"``.
@@ -582,9 +587,10 @@ class RewardModel:
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; default the dtype the model was saved in.
 
     Raises:
-        FileNotFoundError: ``path`` is not a directory.
-        ValueError: invalid parameters, ``label_index`` out of range, ``label_index=None`` with several labels,
-            or a tokenizer with neither a pad nor an EOS token.
+        FileNotFoundError: a local ``path`` that is not a directory, or a Hub id that is neither cached nor
+            downloadable (the message names the ``hf download`` command).
+        ValueError: invalid parameters, a ``revision`` with a local ``path``, ``label_index`` out of range,
+            ``label_index=None`` with several labels, or a tokenizer with neither a pad nor an EOS token.
     """
 
     def __init__(
@@ -595,26 +601,29 @@ class RewardModel:
         device: str | torch.device | None = None,
         label_index: int | None = None,
         dtype: str | None = None,
+        revision: str | None = None,
     ):
         self.__name__ = "reward_model"
-        directory = Path(path)
-        if not directory.is_dir():
-            raise FileNotFoundError(errno.ENOENT, "reward model directory not found", str(directory))
+        source = resolve_model(path)
+        if source.hub_id is None and not source.path.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "reward model directory not found", str(source.path))
+        model_name = source.location
         self.batch_size = _positive_integer(batch_size, "batch_size", self.__name__)
         self.max_length = _positive_integer(max_length, "max_length", self.__name__)
         if dtype is not None:
             _choice(dtype, tuple(DTYPES), "dtype", self.__name__)
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
-        self.tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            directory, local_files_only=True, **({"dtype": DTYPES[dtype]} if dtype is not None else {})
+        self.tokenizer = load_pretrained(AutoTokenizer, source, revision=revision)
+        self.model = load_pretrained(
+            AutoModelForSequenceClassification, source, revision=revision,
+            **({"dtype": DTYPES[dtype]} if dtype is not None else {}),
         )
         num_labels = self.model.config.num_labels
         if label_index is None:
             if num_labels != 1:
                 raise ValueError(
-                    f"{self.__name__}: {directory} has {num_labels} labels; choose the reward logit with label_index"
+                    f"{self.__name__}: {model_name} has {num_labels} labels; choose the reward logit with label_index"
                 )
             label_index = 0
         if isinstance(label_index, bool) or not isinstance(label_index, int) or not 0 <= label_index < num_labels:
@@ -625,7 +634,7 @@ class RewardModel:
 
         if self.tokenizer.pad_token_id is None:
             if self.tokenizer.eos_token is None:
-                raise ValueError(f"{self.__name__}: the tokenizer of {directory} has neither a pad nor an EOS token")
+                raise ValueError(f"{self.__name__}: the tokenizer of {model_name} has neither a pad nor an EOS token")
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.truncation_side = "left"
         text_config = self.model.config.get_text_config()

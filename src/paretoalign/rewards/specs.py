@@ -39,6 +39,7 @@ import torch
 import yaml
 from trl.trainer.utils import get_callable_name
 
+from paretoalign.models import resolve_model
 from paretoalign.rewards.builtin import REWARDS, RewardFunction, get_reward
 
 __all__ = [
@@ -375,8 +376,10 @@ def resolve_spec_paths(value: Any, base: Path) -> Any:
     """A spec, a list of specs or an oracle mapping with its relative file paths made absolute against ``base``.
 
     Resolved: the file part of ``function: 'file.py:callable'`` and the string values of the keys ``path`` and
-    ``answers``, at any depth (``sum`` terms, lists). Module references, absolute paths and specs written as text
-    are returned as they are; the input is not modified.
+    ``answers``, at any depth (``sum`` terms, lists); the ``path`` of a ``reward_model`` as a model name is
+    (:func:`paretoalign.models.resolve_model`): resolved when it exists beside the file, else kept (a Hub id).
+    Module references, absolute paths and specs written as text are returned as they are; the input is not
+    modified.
     """
     if isinstance(value, list):
         return [resolve_spec_paths(item, base) for item in value]
@@ -384,7 +387,10 @@ def resolve_spec_paths(value: Any, base: Path) -> Any:
         return value
     resolved = {}
     for key, item in value.items():
-        if key in PATH_KEYS and isinstance(item, str):
+        if key == "path" and value.get("name") == "reward_model" and isinstance(item, str):
+            local = _absolute(item, base)
+            item = local if os.path.exists(local) or resolve_model(item).hub_id is None else item
+        elif key in PATH_KEYS and isinstance(item, str):
             item = _absolute(item, base)
         elif key == "function" and isinstance(item, str):
             location, separator, attribute = item.rpartition(":")

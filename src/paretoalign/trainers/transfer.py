@@ -266,7 +266,7 @@ class TransferTrainer:
 
     def _load_model(self, checkpoint: Path | None) -> None:
         config = self.config
-        base, tokenizer = load_policy(config.model_name_or_path, cache_dir=config.model_cache_dir)
+        base, tokenizer = config.load_model()
         self.reference = None
         if config.use_lora:
             if checkpoint is None:
@@ -275,7 +275,7 @@ class TransferTrainer:
                 model = PeftModel.from_pretrained(base, str(checkpoint / "model"), is_trainable=True)
         else:
             self.reference = frozen_reference(base).to(self.device)
-            model = base if checkpoint is None else load_policy(checkpoint / "model")[0]
+            model = base if checkpoint is None else load_policy(checkpoint / "model", **config.model_options())[0]
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
 
