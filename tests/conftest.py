@@ -4,6 +4,7 @@ check preference data files, and padded batches for log-probability tests."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,32 @@ def hub_cache(tmp_path, monkeypatch):
     return add
 
 
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for the rendezvous of a multi-process launch."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture()
+def data_parallel_config(tmp_path, tiny_model_dir):
+    """The factory ``(engine) -> YAML path`` of a 3-step full fine-tuning RACO run (K = 2, weights 0.6 / 0.4) on
+    :func:`write_multi_label_pairs` data, the run the multi-process tests launch with 1 and 2 processes."""
+
+    def write(engine: str) -> Path:
+        write_multi_label_pairs(tmp_path / "pairs.jsonl")
+        config_file = tmp_path / "run.yaml"
+        config_file.write_text(yaml.safe_dump({
+            "model_name_or_path": str(tiny_model_dir), "train_data": "pairs.jsonl", "weights": [0.6, 0.4],
+            "weighting": "raco", "engine": engine, "use_lora": False, "max_length": 64, "max_steps": 3,
+            "learning_rate": 1e-2, "save_strategy": "no", "report_to": "none", "use_cpu": True, "seed": 0,
+            "disable_tqdm": True, "dataloader_drop_last": True,
+        }))
+        return config_file
+
+    return write
+
+
 def session_fixture(function, name: str | None = None):
     """A session-scoped fixture whose value is the plain helper ``function``, called ``name`` (by default the
     function's own name) and documented by the function's docstring: tests take the helper as an argument."""
@@ -273,6 +300,7 @@ def session_fixture(function, name: str | None = None):
 
 
 make_multi_label_pairs = session_fixture(write_multi_label_pairs, "make_multi_label_pairs")
+free_port_fixture = session_fixture(free_port)
 make_preference_config = session_fixture(tiny_preference_config, "make_preference_config")
 make_tiny_llama = session_fixture(build_tiny_llama, "make_tiny_llama")
 make_tiny_llama_config = session_fixture(tiny_llama_config, "make_tiny_llama_config")

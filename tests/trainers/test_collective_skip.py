@@ -5,27 +5,20 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 WORKER = Path(__file__).resolve().parent / "poisoned_rank_worker.py"
 POISONED_STEP = 2
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def run(tmp_path: Path, config_file: Path, output: Path, processes: int, batch_size: int, poisoned_rank: int):
+def run(tmp_path: Path, config_file: Path, output: Path, processes: int, batch_size: int, poisoned_rank: int,
+        port: int):
     arguments = [str(WORKER), str(config_file), str(output), str(poisoned_rank), str(POISONED_STEP),
                  "--per_device_train_batch_size", str(batch_size)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
@@ -33,7 +26,7 @@ def run(tmp_path: Path, config_file: Path, output: Path, processes: int, batch_s
         command = [sys.executable, *arguments]
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                   "--master_port", str(free_port()), *arguments]
+                   "--master_port", str(port), *arguments]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)  # a hang fails here
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [json.loads((output / f"rank-{rank}.json").read_text()) for rank in range(processes)]
@@ -43,22 +36,16 @@ def run(tmp_path: Path, config_file: Path, output: Path, processes: int, batch_s
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch.distributed without gloo")
 @pytest.mark.parametrize("engine", ["exact", "fused"])
-def test_a_poisoned_batch_on_one_rank_skips_the_step_on_both(tmp_path, tiny_model_dir, make_multi_label_pairs, engine):
-    make_multi_label_pairs(tmp_path / "pairs.jsonl")
-    config_file = tmp_path / "run.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_model_dir), "train_data": "pairs.jsonl", "weights": [0.6, 0.4],
-        "weighting": "raco", "engine": engine, "use_lora": False, "max_length": 64, "max_steps": 3,
-        "learning_rate": 1e-2, "save_strategy": "no", "report_to": "none", "use_cpu": True, "seed": 0,
-        "disable_tqdm": True, "dataloader_drop_last": True,
-    }))
+def test_a_poisoned_batch_on_one_rank_skips_the_step_on_both(tmp_path, data_parallel_config, free_port, engine):
+    config_file = data_parallel_config(engine)
     single, single_skips = run(tmp_path, config_file, tmp_path / "single", processes=1, batch_size=8,
-                               poisoned_rank=0)
+                               poisoned_rank=0, port=free_port())
     double, double_skips = run(tmp_path, config_file, tmp_path / "double", processes=2, batch_size=4,
-                               poisoned_rank=1)
+                               poisoned_rank=1, port=free_port())
     assert single_skips == [[POISONED_STEP]]
     assert double_skips == [[POISONED_STEP], [POISONED_STEP]]  # rank 0's own batch was finite
-    untouched, _ = run(tmp_path, config_file, tmp_path / "clean", processes=1, batch_size=8, poisoned_rank=-1)
+    untouched, _ = run(tmp_path, config_file, tmp_path / "clean", processes=1, batch_size=8, poisoned_rank=-1,
+                       port=free_port())
     assert single.keys() == double.keys()
     for name in single:
         assert torch.allclose(single[name], double[name], atol=1e-5), name

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from paretoalign.engine import ObjectiveGradients
@@ -42,13 +40,7 @@ def test_gram_of_the_global_gradient_is_not_the_mean_of_local_grams():
     assert torch.allclose(step.alpha, raco(global_gram))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def run_training(tmp_path: Path, config_file: Path, output: Path, processes: int, batch_size: int):
+def run_training(tmp_path: Path, config_file: Path, output: Path, processes: int, batch_size: int, port: int):
     arguments = ["train", "--config", str(config_file), "--output_dir", str(output),
                  "--per_device_train_batch_size", str(batch_size)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
@@ -58,7 +50,7 @@ def run_training(tmp_path: Path, config_file: Path, output: Path, processes: int
         # torchrun is the launcher `accelerate launch --multi_gpu` uses; on CPU, accelerate's own multi-CPU mode
         # needs MPI, while torchrun + gloo needs nothing more. Accelerate reads the same RANK / WORLD_SIZE variables.
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                   "--master_port", str(free_port()), "-m", "paretoalign.cli", *arguments]
+                   "--master_port", str(port), "-m", "paretoalign.cli", *arguments]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return load_file(output / "model" / "model.safetensors")
@@ -66,18 +58,10 @@ def run_training(tmp_path: Path, config_file: Path, output: Path, processes: int
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch.distributed without gloo")
 @pytest.mark.parametrize("engine", ["exact", "fused"])
-def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, tiny_model_dir, make_multi_label_pairs,
-                                                                    engine):
-    make_multi_label_pairs(tmp_path / "pairs.jsonl")
-    config_file = tmp_path / "run.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "model_name_or_path": str(tiny_model_dir), "train_data": "pairs.jsonl", "weights": [0.6, 0.4],
-        "weighting": "raco", "engine": engine, "use_lora": False, "max_length": 64, "max_steps": 3,
-        "learning_rate": 1e-2, "save_strategy": "no", "report_to": "none", "use_cpu": True, "seed": 0,
-        "disable_tqdm": True, "dataloader_drop_last": True,
-    }))
-    single = run_training(tmp_path, config_file, tmp_path / "single", processes=1, batch_size=8)
-    double = run_training(tmp_path, config_file, tmp_path / "double", processes=2, batch_size=4)
+def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, data_parallel_config, free_port, engine):
+    config_file = data_parallel_config(engine)
+    single = run_training(tmp_path, config_file, tmp_path / "single", processes=1, batch_size=8, port=free_port())
+    double = run_training(tmp_path, config_file, tmp_path / "double", processes=2, batch_size=4, port=free_port())
     assert single.keys() == double.keys()
     for name in single:
         assert torch.allclose(single[name], double[name], atol=1e-5), name

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -44,12 +43,6 @@ REWARDS = ("characters", "letters", "digest")
 PROMPTS = [f"{question} {noun}?" for question in ("How do I bake", "Is it safe to eat") for noun in (
     "bread", "the fox", "salt", "water", "the dog", "yeast"
 )]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def write_config(tmp_path: Path, model_dir: Path, weighting: str) -> None:
@@ -83,7 +76,7 @@ def write_config(tmp_path: Path, model_dir: Path, weighting: str) -> None:
     (tmp_path / f"{weighting}.yaml").write_text(yaml.safe_dump(config))
 
 
-def launch(run_dir: Path, processes: int, specs: list[str]) -> None:
+def launch(run_dir: Path, processes: int, specs: list[str], port: int) -> None:
     """One launch of the worker with ``processes`` processes for the runs ``specs`` (global batch 16)."""
     arguments = [str(run_dir), str(GLOBAL_BATCH // processes), *specs]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(run_dir)}
@@ -92,21 +85,21 @@ def launch(run_dir: Path, processes: int, specs: list[str]) -> None:
     else:
         # torchrun + gloo on CPU (accelerate reads the same RANK / WORLD_SIZE).
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                   "--master_port", str(free_port()), str(WORKER), *arguments]
+                   "--master_port", str(port), str(WORKER), *arguments]
     result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_model_dir):
+def runs(tmp_path_factory, tiny_model_dir, free_port):
     """``{"<processes>p-<spec>": (final parameters, metrics)}`` for 1 process (batch 16) and 2 processes (batch 8)."""
     if not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed without gloo")
     run_dir = tmp_path_factory.mktemp("rl-distributed")
     for weighting in ("weighted_sum", "raco"):
         write_config(run_dir, tiny_model_dir, weighting)
-    launch(run_dir, 1, ["weighted_sum", "raco", "raco+poison0"])
-    launch(run_dir, 2, ["weighted_sum", "raco", "raco+local_gram", "raco+poison1"])
+    launch(run_dir, 1, ["weighted_sum", "raco", "raco+poison0"], free_port())
+    launch(run_dir, 2, ["weighted_sum", "raco", "raco+local_gram", "raco+poison1"], free_port())
     results = {}
     for output in run_dir.glob("?p-*"):
         metrics = json.loads((output / "metrics.json").read_text())
