@@ -1,4 +1,4 @@
-"""``paretoalign <command>``: train, demo, rl, transfer, eval, sweep, synthetic.
+"""``paretoalign <command>``: train, demo, rl, transfer, eval, sweep, synthetic, data inspect.
 
 This module only parses the command line and dispatches to :mod:`paretoalign.commands`, one module per command.
 Every command that trains takes ``--config FILE.yaml`` and any config field as ``--field value``, which overrides
@@ -16,7 +16,16 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from paretoalign.commands import demo, evaluate, rl, sweep, synthetic, train, transfer
+from paretoalign.commands import (
+    data,
+    demo,
+    evaluate,
+    rl,
+    sweep,
+    synthetic,
+    train,
+    transfer,
+)
 from paretoalign.config import ConfigParser
 from paretoalign.engine import NonFiniteTrainingError
 from paretoalign.trainers.grpo import MultiRewardGRPOConfig
@@ -83,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--metric", default="accuracy", choices=["accuracy", "margin", "loss"],
                               help="held-out metric per objective that spans the front")
     sweep_parser.add_argument("--dry-run", action="store_true", help="print the plan and what is already done")
+    data_parser = commands.add_parser("data", help="look at preference data before training on it")
+    data_actions = data_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    inspect_parser = data_actions.add_parser(
+        "inspect", help="labels and ties per objective, their conflicts, lengths in tokens and truncation",
+        description="Report what train_data (and eval_data) of a `paretoalign train` config hold: labelled pairs and "
+                    "ties per objective, how often each two objectives disagree, prompt and response lengths in the "
+                    "model's tokens and the pairs max_length would truncate. Any config field may follow as "
+                    "--field value.",
+    )
+    inspect_parser.add_argument("--config", required=True, help="YAML config of `paretoalign train`")
+    inspect_parser.add_argument("--json", metavar="OUT", help="also write the report to this JSON file")
     commands.add_parser(
         "synthetic", add_help=False,
         help="tabular DPO benchmark with an exact Pareto front: every weighting, RACO's clip (--help for options)",
@@ -113,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             return rl.main(args.config, rest, console)
         if args.command == "transfer":
             return transfer.main(args.config, rest, console)
+        if args.command == "data":
+            return data.main(args.config, args.json, rest, console)
         if args.command == "eval":
             return evaluate.main(args.model, args.config, args.output, rest, console)
         return sweep.main(args.config, args.weights, args.weightings, args.metric, args.dry_run, rest, console)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections import Counter
 
 import pytest
+import torch
 
 from paretoalign.data.files import builtin_data_path, PreferenceDataError
-from paretoalign.data.preferences import load_preferences, load_preferences_with_report, LoadReport
+from paretoalign.data.preferences import (
+    conflict_matrix,
+    labelled_counts,
+    load_preferences,
+    load_preferences_with_report,
+    LoadReport,
+)
 
 USER = {"role": "user", "content": "How do I bake bread?"}
 ASSISTANT_GOOD = {"role": "assistant", "content": "Mix flour, water, salt and yeast."}
@@ -387,3 +395,33 @@ def test_clean_data_loads_without_warnings(shipped_data, hh_rlhf):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_preferences(shipped_data / hh_rlhf / "harmless-concise" / "test.jsonl")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Statistics of the label matrix
+# ---------------------------------------------------------------------------------------------------------
+
+
+LABELS = [[1, 1, 0], [1, -1, -1], [-1, 1, 0], [0, -1, 1]]
+
+
+def test_labelled_counts_count_the_non_zero_labels_per_objective():
+    assert labelled_counts(torch.tensor(LABELS)).tolist() == [3, 4, 2]
+    assert labelled_counts([[0, 1]]).tolist() == [0, 1]
+
+
+def test_conflict_matrix_is_the_share_of_disagreements_among_pairs_labelled_by_both():
+    conflict, both = conflict_matrix(torch.tensor(LABELS))
+    assert both.tolist() == [[3, 3, 1], [3, 4, 2], [1, 2, 2]]
+    assert conflict.tolist() == [[0.0, 2 / 3, 1.0], [2 / 3, 0.0, 0.5], [1.0, 0.5, 0.0]]
+
+
+def test_conflict_matrix_is_nan_where_no_pair_is_labelled_by_both():
+    conflict, both = conflict_matrix([[1, 0], [0, -1]])
+    assert both.tolist() == [[1, 0], [0, 1]]
+    assert conflict[0, 0] == 0 and math.isnan(conflict[0, 1]) and math.isnan(conflict[1, 0])
+
+
+def test_label_statistics_need_a_matrix():
+    with pytest.raises(ValueError, match=r"shape \[N, K\]"):
+        labelled_counts([1, 0, -1])

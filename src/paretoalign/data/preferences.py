@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 
 from paretoalign.data.files import (
     PreferenceDataError,
@@ -42,7 +43,14 @@ from paretoalign.data.files import (
     type_name,
 )
 
-__all__ = ["PREFERENCE_FEATURES", "LoadReport", "load_preferences", "load_preferences_with_report"]
+__all__ = [
+    "PREFERENCE_FEATURES",
+    "LoadReport",
+    "conflict_matrix",
+    "labelled_counts",
+    "load_preferences",
+    "load_preferences_with_report",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -497,3 +505,44 @@ def load_preferences(
     dataset, objective_names, _ = load_preferences_with_report(source, objectives, tokenizer, drop_identical)
     return dataset, objective_names
 
+
+
+def _label_matrix(labels: Any) -> np.ndarray:
+    """``labels`` (a tensor, array or nested list) as an int64 array [N, K]; a ValueError for any other shape."""
+    matrix = np.asarray(labels, dtype=np.int64)
+    if matrix.ndim != 2:
+        raise ValueError(f"a label matrix S has shape [N, K], got an array of shape {matrix.shape}")
+    return matrix
+
+
+def labelled_counts(labels: Any) -> np.ndarray:
+    """Labelled pairs per objective of a label matrix ``S`` [N, K] (+1, -1, or 0 for no label).
+
+    ``labelled_k = #{i : S_ik != 0}``; the pairs without a label for objective k (a null or missing label although
+    the pair is in the data) number ``N - labelled_k``.
+
+    Returns:
+        int64 array [K].
+    """
+    return (_label_matrix(labels) != 0).sum(axis=0)
+
+
+def conflict_matrix(labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """How often two objectives disagree on the pairs both label, from a label matrix ``S`` [N, K].
+
+    For objectives a and b, ``both_ab = #{i : S_ia S_ib != 0}`` (pairs labelled by both) and
+    ``conflict_ab = #{i : S_ia S_ib < 0} / both_ab`` (the share of those pairs on which their preferred responses
+    differ); NaN where ``both_ab = 0``. Both matrices are symmetric; ``conflict_aa = 0`` and ``both_aa`` is the
+    number of pairs labelled for a.
+
+    Returns:
+        ``(conflict, both)``: float64 [K, K] shares and int64 [K, K] counts.
+    """
+    signs = np.sign(_label_matrix(labels))
+    labelled = (signs != 0).astype(np.int64)
+    both = labelled.T @ labelled
+    disagree = (signs < 0).astype(np.int64).T @ (signs > 0).astype(np.int64)
+    disagree = disagree + disagree.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conflict = np.where(both > 0, disagree / np.maximum(both, 1), np.nan)
+    return conflict, both
