@@ -81,6 +81,32 @@ def test_fused_agrees_with_exact_on_a_padded_preference_batch(tiny_tokenizer, ma
     assert exact[0].gram.diagonal().min() > 0
 
 
+BF16_TOLERANCE = 2e-2
+"""bf16 keeps 8 bits of mantissa (relative rounding 2^-8 = 0.4%); the two engines round in different orders, so their
+Gram matrices, alphas and gradients agree to a few roundings, measured relative to the largest entry."""
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_fused_agrees_with_exact_under_bf16_autocast(tiny_tokenizer, make_tiny_llama, lora):
+    def run(mode):
+        model = build_policy(make_tiny_llama, lora, len(tiny_tokenizer))
+        engine = ObjectiveGradients(model, get_weighting("raco", [0.5, 0.5]), mode=mode)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses, delta = preference_step(model, padded_batch(len(tiny_tokenizer), seed=2), 2)
+        assert losses.dtype == torch.float32 and delta.dtype == torch.float32  # log-softmax runs in float32
+        return engine.backward(losses, pair_values=delta), trainable_grads(model)
+
+    (exact_step, exact_grads), (fused_step, fused_grads) = run("exact"), run("fused")
+    assert exact_step.finite and fused_step.finite
+
+    def relative(ours, theirs):
+        return float((ours - theirs).abs().max() / theirs.abs().max().clamp_min(1e-30))
+
+    assert relative(fused_step.gram, exact_step.gram) < BF16_TOLERANCE
+    assert relative(fused_step.alpha, exact_step.alpha) < BF16_TOLERANCE
+    assert max(relative(ours, theirs) for ours, theirs in zip(fused_grads, exact_grads, strict=True)) < BF16_TOLERANCE
+
+
 def test_tied_embedding_and_head_collect_both_contributions(tiny_tokenizer, make_tiny_llama):
     vocab = len(tiny_tokenizer)
     assert_same_update(run_engine(make_tiny_llama, "exact", False, vocab, 2, tied=True),
