@@ -9,20 +9,17 @@ gradient or a sharded gradient (sum the shard Grams), and the update is one back
 All weightings are :class:`torchjd.aggregation.Weighting` subclasses, so they compose with torchjd's
 aggregators and its autogram engine. Names accepted by :func:`get_weighting`:
 
-===============  ===========================================================================================
-``weighted_sum``  ``alpha = w`` (linear scalarisation, "DPO-LW").
-``mgda``          MGDA (Désidéri 2012; Sener & Koltun 2018) on the weighted gradients ``w_k g_k``: min-norm
-                  point ``a`` of their convex hull, ``alpha = w * a / <w, a>`` (sums to 1; ``w`` uniform gives
-                  torchjd's MGDA exactly).
-``pcgrad``        PCGrad (Yu et al. 2020) on the weighted gradients ``w_k g_k``: ``alpha = w * a`` with ``a``
-                  torchjd's PCGrad coefficients; without conflict ``alpha = w``.
-``upgrad``        UPGrad (Quinton & Rey 2024) with preference vector ``w``: each ``g_k`` projected onto the
-                  dual cone of the gradients, averaged with weights ``w``; without conflict ``alpha = w``.
-``cagrad``        Weighted CAGrad (Liu et al. 2021, anchor ``g_0 = sum_k w_k g_k`` instead of the mean):
-                  ``alpha = w + c sqrt(w^T G w) / sqrt(p^T G p) * p`` with ``p`` the dual solution.
-``raco``          RACO's CAGrad-Clip (Chen, Li, Chen, Lin 2026, arXiv 2602.02495): the CAGrad dual solution
-                  clipped by the user weights, ``p~ = min(p, w)``, then the same formula with ``p~``.
-===============  ===========================================================================================
+* ``weighted_sum``: ``alpha = w`` (linear scalarisation, "DPO-LW").
+* ``mgda``: MGDA (Désidéri 2012; Sener & Koltun 2018) on the weighted gradients ``w_k g_k``: min-norm point ``a`` of
+  their convex hull, ``alpha = w * a / <w, a>`` (sums to 1; ``w`` uniform gives torchjd's MGDA exactly).
+* ``pcgrad``: PCGrad (Yu et al. 2020) on the weighted gradients ``w_k g_k``: ``alpha = w * a`` with ``a`` torchjd's
+  PCGrad coefficients; without conflict ``alpha = w``.
+* ``upgrad``: UPGrad (Quinton & Rey 2024) with preference vector ``w``: each ``g_k`` projected onto the dual cone of
+  the gradients, averaged with weights ``w``; without conflict ``alpha = w``.
+* ``cagrad``: Weighted CAGrad (Liu et al. 2021, anchor ``g_0 = sum_k w_k g_k`` instead of the mean): ``alpha = w + c
+  sqrt(w^T G w) / sqrt(p^T G p) * p`` with ``p`` the dual solution.
+* ``raco``: RACO's CAGrad-Clip (Chen, Li, Chen, Lin 2026, arXiv 2602.02495): the CAGrad dual solution clipped by the
+  user weights, ``p~ = min(p, w)``, then the same formula with ``p~``.
 
 The CAGrad dual ``min_{p in simplex} p^T G w + c ||g_0|| sqrt(p^T G p)`` is solved without a conic solver:
 in closed form for K = 2 (stationary points of a quadratic in the mixing weight, plus the end points, in

@@ -15,22 +15,19 @@ assistant message, a non-string) is the empty text ``""``.
 
 **Built-in rewards** (``L`` the completion length, ``T`` the target length, registry names in brackets):
 
-=============================  ===============================================================================
-:class:`AnswerReward`          [``answer``] 1.0 if the final answer equals the ``answer`` column, else 0.0;
-                               ``None`` when the reference is missing or unparseable
-:class:`FormatReward`          [``format``] ``1.0 if fullmatch(pattern, text.strip()) else 0.0``; with
-                               ``partial``: ``(tags occurring exactly once + full match) / (len(tags) + 1)``
-:class:`LengthReward`          [``length``] ``linear``: ``max(0, 1 - |L - T| / T)``;
-                               ``gaussian``: ``exp(-((L - T) / width)^2 / 2)``;
-                               ``cap``: ``1 if L <= T else max(0, 1 - (L - T) / T)``
-:func:`conciseness_reward`     [``conciseness``] :class:`LengthReward` with ``shape="cap"``
-:class:`KeywordReward`         [``keyword``] ``(required keywords present + forbidden keywords absent) /
-                               (len(required) + len(forbidden))``
-:class:`SentimentReward`       [``sentiment``] VADER compound score in ``[-1, 1]``, or ``(compound + 1) / 2``
-                               with ``unit_interval``; ``None`` for empty text
-:class:`RewardModel`           [``reward_model``] the logit of a sequence-classification model (a local
-                               directory or a Hub id) on ``prompt + completion``
-=============================  ===============================================================================
+* :class:`AnswerReward`: [``answer``] 1.0 if the final answer equals the ``answer`` column, else 0.0; ``None`` when
+  the reference is missing or unparseable
+* :class:`FormatReward`: [``format``] ``1.0 if fullmatch(pattern, text.strip()) else 0.0``; with ``partial``:
+  ``(tags occurring exactly once + full match) / (len(tags) + 1)``
+* :class:`LengthReward`: [``length``] ``linear``: ``max(0, 1 - |L - T| / T)``; ``gaussian``: ``exp(-((L - T) /
+  width)^2 / 2)``; ``cap``: ``1 if L <= T else max(0, 1 - (L - T) / T)``
+* :func:`conciseness_reward`: [``conciseness``] :class:`LengthReward` with ``shape="cap"``
+* :class:`KeywordReward`: [``keyword``] ``(required keywords present + forbidden keywords absent) / (len(required) +
+  len(forbidden))``
+* :class:`SentimentReward`: [``sentiment``] VADER compound score in ``[-1, 1]``, or ``(compound + 1) / 2`` with
+  ``unit_interval``; ``None`` for empty text
+* :class:`RewardModel`: [``reward_model``] the logit of a sequence-classification model (a local directory or a Hub
+  id) on ``prompt + completion``
 
 :func:`get_reward` builds any of them by registry name (:data:`REWARDS`), as configs do:
 ``get_reward("length", target=40, unit="words", shape="cap")``.
