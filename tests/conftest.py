@@ -7,6 +7,9 @@ import json
 import socket
 from pathlib import Path
 
+import datasets
+import pyarrow
+import pyarrow.parquet
 import pytest
 import torch
 import yaml
@@ -288,6 +291,26 @@ def data_parallel_config(tmp_path, tiny_model_dir):
     return write
 
 
+def write_hub_dataset(folder: Path, splits: dict) -> str:
+    """A local dataset repository laid out as the Hub stores one, ``data/SPLIT-00000-of-00001.parquet`` per split
+    (``splits``: split -> rows) and a README.md whose YAML front matter declares the splits; returns the folder."""
+    (folder / "data").mkdir(parents=True)
+    declared = []
+    for split, rows in splits.items():
+        path = folder / "data" / f"{split}-00000-of-00001.parquet"
+        pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), path)
+        declared.append({"split": split, "path": f"data/{split}-*"})
+    front_matter = yaml.safe_dump({"configs": [{"config_name": "default", "data_files": declared}]})
+    (folder / "README.md").write_text(f"---\n{front_matter}---\n# A test dataset\n")
+    return str(folder)
+
+
+@pytest.fixture()
+def datasets_cache(tmp_path, monkeypatch):
+    """``datasets``' cache of prepared datasets in ``tmp_path``, so that no test writes to the user's cache."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+
+
 def session_fixture(function, name: str | None = None):
     """A session-scoped fixture whose value is the plain helper ``function``, called ``name`` (by default the
     function's own name) and documented by the function's docstring: tests take the helper as an argument."""
@@ -301,6 +324,7 @@ def session_fixture(function, name: str | None = None):
 
 make_multi_label_pairs = session_fixture(write_multi_label_pairs, "make_multi_label_pairs")
 free_port_fixture = session_fixture(free_port)
+write_hub_dataset_fixture = session_fixture(write_hub_dataset)
 make_preference_config = session_fixture(tiny_preference_config, "make_preference_config")
 make_tiny_llama = session_fixture(build_tiny_llama, "make_tiny_llama")
 make_tiny_llama_config = session_fixture(tiny_llama_config, "make_tiny_llama_config")

@@ -228,3 +228,30 @@ def test_a_reward_model_path_is_a_folder_beside_the_yaml_or_a_hub_id(tmp_path):
         {"name": "reward_model", "path": str(tmp_path / "local-rm")},
         {"name": "reward_model", "path": "OpenAssistant/rm"},
     ]
+
+
+def test_a_dataset_mapping_resolves_its_dataset_only_when_that_folder_is_beside_the_yaml_file(folders):
+    config_dir, _ = folders
+    (config_dir / "prefs-clone").mkdir()
+    config = parse_config(FileFields, write_yaml(config_dir / "run.yaml", {
+        "pairs": {"dataset": "prefs-clone", "split": "test"},
+        "output": {"dataset": "org/prompts", "name": "en", "revision": "v1"},
+    }), [])
+    assert config.pairs == {"dataset": str(config_dir / "prefs-clone"), "split": "test"}
+    assert config.output == {"dataset": "org/prompts", "name": "en", "revision": "v1"}  # a Hub id, kept
+    by_objective = parse_config(FileFields, write_yaml(config_dir / "two.yaml", {
+        "pairs": {"helpful": {"dataset": "prefs-clone"}, "harmless": {"dataset": "org/harmless", "split": "train"}},
+    }), [])
+    assert by_objective.pairs == {"helpful": {"dataset": str(config_dir / "prefs-clone")},
+                                  "harmless": {"dataset": "org/harmless", "split": "train"}}
+
+
+def test_a_dataset_mapping_is_written_as_yaml_text_on_the_command_line(folders):
+    config = parse_config(FileFields, None, ["--pairs", "{dataset: org/prefs, split: test}", "--output", "out"])
+    assert config.pairs == {"dataset": "org/prefs", "split": "test"} and config.output == "out"
+    preference = parse_config(ParetoPreferenceConfig, None, [
+        "--train_data", "{helpful: {dataset: org/helpful}}", "--eval_prompts", "{dataset: org/prompts}",
+        "--output_dir", "out", "--report_to", "none",
+    ])
+    assert preference.train_data == {"helpful": {"dataset": "org/helpful"}}
+    assert preference.eval_prompts == {"dataset": "org/prompts"}

@@ -2,12 +2,15 @@
 
 Each config is a dataclass whose fields carry their help text and, for fields that name files, how a value written in
 a YAML file is resolved (:func:`field_help`): relative to that file's folder, so a config works from any working
-directory. Values given on the command line stay relative to the working directory. The kinds:
+directory. Values given on the command line stay relative to the working directory; there a ``path`` or ``data``
+field also takes a mapping written as YAML text (:func:`text_value`). The kinds:
 
-* ``path``: a file or folder (``builtin:NAME`` is left as it is);
-* ``data``: a path, or a mapping ``objective -> path`` (``builtin:NAME`` left as it is);
+* ``path``: a file or folder (``builtin:NAME`` is left as it is), or a Hugging Face dataset mapping
+  ``{dataset, name, split, revision}`` (:class:`paretoalign.data.files.HubDataset`) whose ``dataset`` is resolved
+  like a model name;
+* ``data``: a path or a dataset mapping as for ``path``, or a mapping ``objective -> either``;
 * ``model``: a model name (:func:`paretoalign.models.resolve_model`); resolved like a path only when that file or
-  folder exists beside the YAML file, so any other name passes through unchanged;
+  folder exists beside the YAML file, so any other name (a Hub id) passes through unchanged;
 * ``reward_spec``: a reward spec, a list of them or an oracle mapping
   (:func:`paretoalign.rewards.specs.resolve_spec_paths`).
 
@@ -16,13 +19,14 @@ directory. Values given on the command line stay relative to the working directo
 
 from __future__ import annotations
 
+import argparse
 import copy
 import os
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from transformers import HfArgumentParser
@@ -153,15 +157,32 @@ class LoraArguments:
         )
 
 
+def _command_line_text(name: str):
+    """The ``argparse`` type of a ``path`` or ``data`` field: a mapping or a list written as YAML text
+    (:func:`text_value`), any other text unchanged."""
+
+    def parse(text: str) -> Any:
+        try:
+            return text_value(text, name)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from error
+
+    parse.__name__ = name
+    return parse
+
+
 class ConfigParser(HfArgumentParser):
     """transformers' ``HfArgumentParser`` for configs whose fields carry a ``path`` kind in their metadata (which it
-    would otherwise pass on to ``argparse``)."""
+    would otherwise pass on to ``argparse``); the text of a ``path`` or ``data`` field may be a YAML mapping."""
 
     @staticmethod
     def _parse_dataclass_field(parser, field):
         if "path" in field.metadata:
+            kind = field.metadata["path"]
             field = copy.copy(field)
             field.metadata = MappingProxyType({key: value for key, value in field.metadata.items() if key != "path"})
+            if kind in ("path", "data") and (field.type is str or str in get_args(field.type)):
+                field.type = _command_line_text(field.name)
         HfArgumentParser._parse_dataclass_field(parser, field)
 
 
@@ -213,6 +234,8 @@ def _resolve(value: Any, kind: str, base: Path) -> Any:
     """One YAML value of a file field, made relative to ``base`` (the YAML file's folder) by its kind."""
     if kind == "reward_spec":
         return resolve_spec_paths(text_value(value, "spec"), base)
+    if kind in ("path", "data") and isinstance(value, dict) and "dataset" in value:
+        return {**value, "dataset": _resolve(value["dataset"], "model", base)}
     if kind == "data" and isinstance(value, dict):
         return {key: _resolve(item, "path", base) for key, item in value.items()}
     if not isinstance(value, str) or value.startswith(BUILTIN_PREFIX) or Path(value).is_absolute():

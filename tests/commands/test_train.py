@@ -82,3 +82,26 @@ def test_demo_config_is_the_documented_default_run(shipped_data):
 def test_demo_help_lists_the_config_fields(capsys):
     assert main(["demo", "--help"]) == 0
     assert "--max_steps" in capsys.readouterr().out
+
+
+def test_train_reads_its_pairs_from_a_hugging_face_dataset(tmp_path, tiny_model_dir, datasets_cache, write_hub_dataset,
+                                                          capsys):
+    rows = [
+        {"prompt": f"Question {index}?", "response_0": "Yes.", "response_1": "Yes, and here is a long answer.",
+         "labels": {"concise": 0, "safe": 1 if index == 0 else 0}}
+        for index in range(4)
+    ]
+    folder = tmp_path / "prefs-clone"
+    write_hub_dataset(folder, {"train": rows, "test": rows})
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_model_dir), "train_data": {"dataset": "prefs-clone", "split": "train"},
+        "eval_data": {"dataset": "prefs-clone", "split": "test"}, "use_lora": False, "max_length": 64,
+        "per_device_train_batch_size": 4, "max_steps": 1, "output_dir": str(tmp_path / "run"), "report_to": "none",
+        "save_strategy": "no", "use_cpu": True,
+    }))
+    assert main(["train", "--config", str(config_file)]) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["train_data"] == {"dataset": str(folder), "split": "train"}
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "held-out preference metrics" in printed and "concise" in printed and "safe" in printed

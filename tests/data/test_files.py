@@ -10,7 +10,13 @@ import pyarrow
 import pyarrow.parquet
 import pytest
 
-from paretoalign.data.files import builtin_data_path, iter_source_rows, PreferenceDataError, resolve_data_source
+from paretoalign.data.files import (
+    builtin_data_path,
+    HubDataset,
+    iter_source_rows,
+    PreferenceDataError,
+    resolve_data_source,
+)
 from paretoalign.data.preferences import load_preferences
 
 
@@ -159,3 +165,41 @@ def test_resolve_data_source_maps_builtin_names_and_passes_other_sources_through
         resolve_data_source("builtin:hh-rlhf/nothing.jsonl")
     with pytest.raises(FileNotFoundError, match="no shipped data named 'nothing'"):
         resolve_data_source({"helpful": "builtin:nothing"})
+
+
+def test_a_dataset_source_yields_its_split_rows_numbered_from_zero(tmp_path, datasets_cache, write_hub_dataset):
+    folder = write_hub_dataset(tmp_path / "repo", {
+        "train": [{"prompt": "a", "answer": "1"}, {"prompt": "b", "answer": "2"}],
+        "test": [{"prompt": "c", "answer": "3"}],
+    })
+    unit, rows = iter_source_rows(HubDataset(folder, split="train"))
+    assert unit == "row"
+    assert list(rows) == [(0, {"prompt": "a", "answer": "1"}), (1, {"prompt": "b", "answer": "2"})]
+    _, rows = iter_source_rows(HubDataset(folder, split="test"))
+    assert list(rows) == [(0, {"prompt": "c", "answer": "3"})]
+    with pytest.raises(PreferenceDataError, match=r"split 'dev': cannot be loaded: .*train.*test") as error:
+        iter_source_rows(HubDataset(folder, split="dev"))
+    assert error.value.path == f"dataset {folder!r}, split 'dev'"
+
+
+def test_a_mapping_with_a_dataset_key_resolves_to_a_dataset_source():
+    assert resolve_data_source({"dataset": "org/prefs", "name": "en", "split": "test", "revision": "v1"}) == HubDataset(
+        "org/prefs", name="en", split="test", revision="v1"
+    )
+    assert resolve_data_source({"dataset": "org/prefs"}) == HubDataset("org/prefs", None, "train", None)
+    mapping = resolve_data_source({"helpful": {"dataset": "org/helpful", "split": "test"}, "harmless": "h.jsonl"})
+    assert mapping == {"helpful": HubDataset("org/helpful", split="test"), "harmless": "h.jsonl"}
+    assert str(HubDataset("org/prefs", name="en", split="test", revision="v1")) == (
+        "dataset 'org/prefs', config 'en', split 'test', revision 'v1'"
+    )
+
+
+def test_a_malformed_dataset_mapping_is_named():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['config'\].*dataset, name, split, revision"):
+        HubDataset.from_mapping({"dataset": "org/prefs", "config": "en"})
+    with pytest.raises(ValueError, match="has no 'dataset'"):
+        HubDataset.from_mapping({"split": "train"})
+    with pytest.raises(ValueError, match="'split' must be a non-empty string, got 3"):
+        HubDataset.from_mapping({"dataset": "org/prefs", "split": 3})
+    with pytest.raises(ValueError, match="'dataset' must be a non-empty string, got ''"):
+        HubDataset.from_mapping({"dataset": ""})

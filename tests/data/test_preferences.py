@@ -425,3 +425,43 @@ def test_conflict_matrix_is_nan_where_no_pair_is_labelled_by_both():
 def test_label_statistics_need_a_matrix():
     with pytest.raises(ValueError, match=r"shape \[N, K\]"):
         labelled_counts([1, 0, -1])
+
+
+MULTI_LABEL_ROWS = [
+    {"prompt": "p0", "response_0": "short", "response_1": "a long reply", "labels": {"concise": 0, "safe": None}},
+    {"prompt": "p1", "response_0": "tiny", "response_1": "a longer reply", "labels": {"concise": 0, "safe": 1}},
+]
+
+
+def test_multi_label_pairs_load_from_a_dataset_split(tmp_path, datasets_cache, write_hub_dataset):
+    folder = write_hub_dataset(tmp_path / "repo", {"train": MULTI_LABEL_ROWS, "test": MULTI_LABEL_ROWS[1:]})
+    pairs, names = load_preferences({"dataset": folder, "split": "train"})
+    assert names == ["concise", "safe"]
+    assert pairs["labels"] == [[1, 0], [1, -1]]
+    assert pairs["response_a"] == ["short", "tiny"] and pairs["response_b"] == ["a long reply", "a longer reply"]
+    held_out, _ = load_preferences({"dataset": folder, "split": "test"}, objectives=["safe", "concise"])
+    assert held_out["labels"] == [[-1, 1]]
+
+
+def test_a_malformed_dataset_row_names_the_dataset_split_row_and_field(tmp_path, datasets_cache, write_hub_dataset):
+    rows = [MULTI_LABEL_ROWS[0], {**MULTI_LABEL_ROWS[1], "labels": {"concise": 2, "safe": 1}}]
+    folder = write_hub_dataset(tmp_path / "repo", {"train": rows, "test": rows})
+    with pytest.raises(PreferenceDataError) as error:
+        load_preferences({"dataset": folder, "split": "test"})
+    assert (error.value.path, error.value.line, error.value.unit, error.value.field) == (
+        f"dataset {folder!r}, split 'test'", 1, "row", "labels.concise"
+    )
+    assert str(error.value).startswith(f"dataset {folder!r}, split 'test', row 1, field 'labels.concise': ")
+
+
+def test_an_objective_mapping_of_dataset_sources(tmp_path, datasets_cache, write_hub_dataset):
+    helpful = write_hub_dataset(tmp_path / "helpful", {
+        "train": [{"prompt": "p0", "chosen": "yes", "rejected": "no"}],
+        "test": [{"prompt": "p1", "chosen": "sure", "rejected": "never"}],
+    })
+    (tmp_path / "harmless.jsonl").write_text('{"prompt": "p2", "chosen": "safe", "rejected": "unsafe"}\n')
+    pairs, names = load_preferences(
+        {"helpful": {"dataset": helpful, "split": "test"}, "harmless": str(tmp_path / "harmless.jsonl")}
+    )
+    assert names == ["helpful", "harmless"]
+    assert pairs["prompt"] == ["p1", "p2"] and pairs["labels"] == [[1, 0], [0, 1]]

@@ -314,3 +314,20 @@ def test_load_prompts_limit_keeps_the_first_rows(tmp_path, write_jsonl):
     for limit in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="limit must be a positive integer or None"):
             load_prompts(path, limit=limit)
+
+
+def test_prompts_load_from_a_dataset_split_with_their_other_columns(tmp_path, datasets_cache, write_hub_dataset):
+    folder = write_hub_dataset(tmp_path / "repo", {
+        "train": [{"prompt": "What is 2 + 2?", "answer": "4"}, {"prompt": "What is 3 + 3?", "answer": "6"}],
+        "test": [{"prompt": "What is 1 + 1?", "answer": "2"}, {"prompt": " ", "answer": "0"}],
+    })
+    rows = load_prompts({"dataset": folder, "split": "train"})
+    assert rows["prompt"] == ["What is 2 + 2?", "What is 3 + 3?"] and rows["answer"] == ["4", "6"]
+    assert load_prompts({"dataset": folder}, limit=1)["prompt"] == ["What is 2 + 2?"]
+    with pytest.raises(PreferenceDataError) as error:
+        load_prompts({"dataset": folder, "split": "test"})
+    assert str(error.value) == (
+        f"dataset {folder!r}, split 'test', row 1, field 'prompt': empty or whitespace-only prompt"
+    )
+    with pytest.raises(ValueError, match="has no 'dataset'"):
+        load_prompts({"split": "train"})

@@ -82,10 +82,11 @@ def parse_weight_spec(spec: str, num_objectives: int) -> list[list[float]]:
 
 
 def objective_names(config: ParetoPreferenceConfig) -> list[str]:
-    """The objectives of a config: ``objectives``, else the keys of ``train_data``, else its files' label names."""
+    """The objectives of a config: ``objectives``, else the keys of an ``{objective: source}`` ``train_data``, else
+    the label names of its data."""
     if config.objectives:
         return list(config.objectives)
-    if isinstance(config.train_data, dict):
+    if isinstance(config.train_data, dict) and "dataset" not in config.train_data:
         return list(config.train_data)
     return load_preferences(config.train_data)[1]
 

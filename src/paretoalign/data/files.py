@@ -2,7 +2,9 @@
 
 Every loader of :mod:`paretoalign.data` reads its sources here: JSON Lines (``.jsonl``), JSON (``.json``: an array
 of rows, or JSON Lines when it does not start with ``[``), Parquet (``.parquet``) and folders written by
-``datasets.Dataset.save_to_disk``, each row numbered by its physical line (JSON Lines) or its 1-based row index.
+``datasets.Dataset.save_to_disk``, each row numbered by its physical line (JSON Lines) or its 1-based row index, and
+Hugging Face datasets (:class:`HubDataset`, a Hub id or a local clone of a Hub dataset repository, loaded by
+``datasets.load_dataset``), each row numbered by its 0-based index in the split.
 
 Data shipped with paretoalign lives under ``src/paretoalign/resources/`` and is named ``builtin:NAME`` with ``NAME``
 relative to that folder (``builtin:hh-rlhf/helpful/test.jsonl``); :func:`resolve_data_source` turns such a name into
@@ -25,8 +27,8 @@ import pyarrow
 import pyarrow.parquet
 
 __all__ = [
-    "BUILTIN_PREFIX", "DATA_FILE_SUFFIXES", "PreferenceDataError", "RowLocation", "builtin_data_path",
-    "iter_source_rows", "read_messages", "resolve_data_source",
+    "BUILTIN_PREFIX", "DATA_FILE_SUFFIXES", "HUB_DATASET_KEYS", "HubDataset", "PreferenceDataError", "RowLocation",
+    "builtin_data_path", "data_source", "iter_source_rows", "read_messages", "resolve_data_source",
 ]
 
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -35,15 +37,76 @@ DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 BUILTIN_PREFIX = "builtin:"
 """Prefix of a source that names data shipped with paretoalign (``builtin:hh-rlhf/helpful/test.jsonl``)."""
 
+HUB_DATASET_KEYS = ("dataset", "name", "split", "revision")
+"""Keys of a mapping that names a Hugging Face dataset (:class:`HubDataset`)."""
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """A Hugging Face dataset source, read as ``datasets.load_dataset(dataset, name, split=split, revision=revision)``.
+
+    Attributes:
+        dataset: a Hub id ``ORG/NAME`` or a local folder holding a clone of a Hub dataset repository.
+        name: the dataset's config, or ``None`` for its default one.
+        split: the split read.
+        revision: a branch, tag or commit of the dataset repository, or ``None`` for its default branch.
+    """
+
+    dataset: str
+    name: str | None = None
+    split: str = "train"
+    revision: str | None = None
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> HubDataset:
+        """The source a mapping ``{dataset, name (optional), split (default train), revision (optional)}`` names.
+
+        Raises:
+            ValueError: an unknown key, a missing ``dataset``, or a value of the wrong type.
+        """
+        unknown = sorted(str(key) for key in mapping if key not in HUB_DATASET_KEYS)
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {unknown} in the dataset source {dict(mapping)}; its keys are "
+                f"{', '.join(HUB_DATASET_KEYS)}"
+            )
+        if "dataset" not in mapping:
+            raise ValueError(
+                f"the dataset source {dict(mapping)} has no 'dataset' (a Hub id ORG/NAME or a local folder)"
+            )
+        dataset = mapping["dataset"]
+        if isinstance(dataset, os.PathLike):
+            dataset = os.fspath(dataset)
+        values = {"dataset": dataset, **{key: mapping[key] for key in HUB_DATASET_KEYS[1:] if key in mapping}}
+        for key, value in values.items():
+            optional = key in ("name", "revision")
+            if not (isinstance(value, str) and value.strip()) and not (optional and value is None):
+                raise ValueError(
+                    f"the dataset source's {key!r} must be a non-empty string{' or null' if optional else ''}, "
+                    f"got {value!r}"
+                )
+        return cls(**values)
+
+    def __str__(self) -> str:
+        text = f"dataset {self.dataset!r}"
+        if self.name is not None:
+            text += f", config {self.name!r}"
+        text += f", split {self.split!r}"
+        if self.revision is not None:
+            text += f", revision {self.revision!r}"
+        return text
+
 
 class PreferenceDataError(ValueError):
     """Bad data (preference pairs or prompts), located by file, line (or row) and field.
 
     Attributes:
         problem: what is wrong, without the location.
-        path: the file or directory at fault, or ``None`` for an in-memory dataset.
-        line: 1-based line number for JSON Lines files and JSON syntax errors, otherwise the 1-based row
-            number (row index + 1); ``None`` when the problem is not tied to one row.
+        path: the file or directory at fault, the :class:`HubDataset` as text (its dataset, config, split and
+            revision), or ``None`` for an in-memory dataset.
+        line: 1-based line number for JSON Lines files and JSON syntax errors, the 0-based row index for a
+            :class:`HubDataset`, otherwise the 1-based row number (row index + 1); ``None`` when the problem is
+            not tied to one row.
         field: the field at fault (``"labels.harmless"`` for one label, ``"prompt[2].role"`` for a message),
             or ``None`` when the whole row or file is at fault.
         unit: ``"line"`` or ``"row"``, the word the message uses for ``line``.
@@ -52,13 +115,13 @@ class PreferenceDataError(ValueError):
     def __init__(
         self,
         problem: str,
-        path: str | os.PathLike | None = None,
+        path: str | os.PathLike | HubDataset | None = None,
         line: int | None = None,
         field: str | None = None,
         unit: str = "line",
     ):
         self.problem = problem
-        self.path = None if path is None else os.fspath(path)
+        self.path = None if path is None else str(path) if isinstance(path, HubDataset) else os.fspath(path)
         self.line = line
         self.field = field
         self.unit = unit
@@ -149,17 +212,31 @@ def _iter_saved_dataset(path: Path) -> Iterator[tuple[int, Any]]:
     return ((index + 1, row) for index, row in enumerate(saved))
 
 
-def iter_source_rows(path: Path) -> tuple[str, Iterator[tuple[int, Any]]]:
+def _iter_hub_dataset(source: HubDataset) -> Iterator[tuple[int, Any]]:
+    try:
+        dataset = datasets.load_dataset(source.dataset, source.name, split=source.split, revision=source.revision)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(errno.ENOENT, f"dataset not found ({error})", str(source)) from error
+    except (OSError, ValueError) as error:
+        raise PreferenceDataError(f"cannot be loaded: {error}", source) from error
+    return enumerate(dataset)
+
+
+def iter_source_rows(path: Path | HubDataset) -> tuple[str, Iterator[tuple[int, Any]]]:
     """The rows of one source as ``(line or row number, row)`` and the word for that number.
 
-    ``path`` is a file with one of the :data:`DATA_FILE_SUFFIXES` or a directory written by
-    ``datasets.Dataset.save_to_disk``. Rows are read lazily, so a row's error is raised when the iterator reaches it.
+    ``path`` is a file with one of the :data:`DATA_FILE_SUFFIXES`, a directory written by
+    ``datasets.Dataset.save_to_disk``, or a :class:`HubDataset`, loaded here, whose rows are numbered from 0. File
+    rows are read lazily, so a row's error is raised when the iterator reaches it.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        FileNotFoundError: ``path`` does not exist, or the Hugging Face dataset is not found.
         PreferenceDataError: an unsupported file type, a directory that is not a saved dataset (or holds several
-            splits), and, while iterating, malformed JSON or UTF-8 at its line.
+            splits), a Hugging Face dataset that cannot be loaded (an unknown config or split, say), and, while
+            iterating, malformed JSON or UTF-8 at its line.
     """
+    if isinstance(path, HubDataset):
+        return "row", _iter_hub_dataset(path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "data file not found", str(path))
     if path.is_dir():
@@ -247,17 +324,25 @@ def builtin_data_path(name: str) -> Path:
 
 
 def resolve_data_source(
-    source: str | os.PathLike | Mapping[str, str | os.PathLike],
-) -> str | os.PathLike | dict[str, str | os.PathLike]:
-    """The path of a ``builtin:NAME`` source (:func:`builtin_data_path` of ``NAME``, as a string); any other source
-    unchanged. In a ``{objective: source}`` mapping every value is resolved, giving a dict in the same order.
+    source: str | os.PathLike | HubDataset | Mapping[str, Any],
+) -> str | os.PathLike | HubDataset | dict[str, str | os.PathLike | HubDataset]:
+    """The path of a ``builtin:NAME`` source (:func:`builtin_data_path` of ``NAME``, as a string), the
+    :class:`HubDataset` of a mapping with a ``dataset`` key (:meth:`HubDataset.from_mapping`); any other source
+    unchanged. Any other mapping is ``{objective: source}``: every value is resolved, giving a dict in the same order.
 
     Raises:
         FileNotFoundError: listing the shipped data files, for a ``builtin:NAME`` that is not shipped.
-        ValueError: ``NAME`` is not a relative path.
+        ValueError: ``NAME`` is not a relative path, or a dataset mapping is malformed.
     """
+    if isinstance(source, Mapping) and "dataset" in source:
+        return HubDataset.from_mapping(source)
     if isinstance(source, Mapping):
         return {name: resolve_data_source(value) for name, value in source.items()}
     if isinstance(source, str) and source.startswith(BUILTIN_PREFIX):
         return str(builtin_data_path(source.removeprefix(BUILTIN_PREFIX)))
     return source
+
+
+def data_source(source: str | os.PathLike | HubDataset) -> Path | HubDataset:
+    """What :func:`iter_source_rows` reads for one resolved source: a :class:`HubDataset` as it is, else its path."""
+    return source if isinstance(source, HubDataset) else Path(source)

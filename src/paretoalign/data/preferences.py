@@ -34,8 +34,10 @@ import datasets
 import numpy as np
 
 from paretoalign.data.files import (
+    HubDataset,
     PreferenceDataError,
     RowLocation,
+    data_source,
     is_blank,
     iter_source_rows,
     read_messages,
@@ -76,7 +78,7 @@ class LoadReport:
     """What :func:`load_preferences_with_report` read, kept and dropped.
 
     Attributes:
-        sources: the files or directories read, in order.
+        sources: the files, directories or Hugging Face datasets read, in order.
         rows_read: rows found in all sources (blank JSON Lines lines are not rows).
         rows_kept: rows in the returned dataset.
         dropped_identical: rows dropped because both responses are identical (``drop_identical=True``).
@@ -258,7 +260,7 @@ def _line_list(lines: list[int]) -> str:
     return shown + (", ..." if len(lines) > MAX_LINES_IN_WARNING else "")
 
 
-def _warn_dropped(path: Path, unit: str, identical: list[int], unlabelled: list[int], dropping_identical: bool):
+def _warn_dropped(path: Path | HubDataset, unit: str, identical: list[int], unlabelled: list[int], dropping_identical: bool):
     if identical:
         action = "dropped" if dropping_identical else "kept (drop_identical=False)"
         warnings.warn(
@@ -302,7 +304,7 @@ def _skip_identical(
 
 
 def _load_one_objective_file(
-    path: Path,
+    path: Path | HubDataset,
     unit: str,
     rows: Iterator[tuple[int, Any]],
     objective_index: int,
@@ -330,7 +332,7 @@ def _load_one_objective_file(
 
 
 def _load_multi_label_file(
-    path: Path,
+    path: Path | HubDataset,
     unit: str,
     rows: Iterator[tuple[int, Any]],
     known_objectives: list[str] | None,
@@ -375,7 +377,7 @@ def _append(columns: dict[str, list], prompt: str, response_a: str, response_b: 
 
 
 def load_preferences_with_report(
-    source: str | os.PathLike | Mapping[str, str | os.PathLike],
+    source: str | os.PathLike | HubDataset | Mapping[str, Any],
     objectives: Sequence[str] | None = None,
     tokenizer: Any = None,
     drop_identical: bool = True,
@@ -396,7 +398,7 @@ def load_preferences_with_report(
                 f"objectives {known_objectives} must name exactly the objectives of the source {list(source)}"
             )
         objective_names = known_objectives or list(source)
-        paths = [Path(source[name]) for name in objective_names]
+        paths = [data_source(source[name]) for name in objective_names]
         columns = _empty_columns()
         for index, path in enumerate(paths):
             unit, rows = iter_source_rows(path)
@@ -404,7 +406,7 @@ def load_preferences_with_report(
                 path, unit, rows, index, len(objective_names), renderer, drop_identical, columns, counts
             )
     else:
-        path = Path(source)
+        path = data_source(source)
         paths = [path]
         unit, rows = iter_source_rows(path)
         first = next(rows, None)
@@ -454,7 +456,7 @@ def load_preferences_with_report(
 
 
 def load_preferences(
-    source: str | os.PathLike | Mapping[str, str | os.PathLike],
+    source: str | os.PathLike | HubDataset | Mapping[str, Any],
     objectives: Sequence[str] | None = None,
     tokenizer: Any = None,
     drop_identical: bool = True,
@@ -470,7 +472,10 @@ def load_preferences(
             file, a ``.json`` file (a JSON array, or JSON Lines when it does not start with ``[``), a
             ``.parquet`` file, a directory written by ``datasets.Dataset.save_to_disk``, or ``builtin:NAME``, the
             data shipped with paretoalign (:func:`~paretoalign.data.files.resolve_data_source`, e.g.
-            ``builtin:hh-rlhf/harmless-concise/train.jsonl``). Fields other than the ones named here are ignored.
+            ``builtin:hh-rlhf/harmless-concise/train.jsonl``). In place of a path, a Hugging Face dataset
+            :class:`~paretoalign.data.files.HubDataset` or its mapping ``{dataset: ORG/NAME or a local clone,
+            name, split, revision}`` (a mapping with a ``dataset`` key; any other mapping is ``{objective_name:
+            source}``) has the same rows, numbered from 0. Fields other than the ones named here are ignored.
         objectives: objective names and their order. For a multi-label file, a label name outside this list is
             an error and every listed objective must have a labelled row; by default the objectives are the
             label names in order of first appearance. For a dict source it must list the dict's keys (in any
@@ -494,13 +499,16 @@ def load_preferences(
         A one-line summary is logged; :func:`load_preferences_with_report` returns the counts as well.
 
     Raises:
-        FileNotFoundError: a source path does not exist, or a ``builtin:NAME`` is not shipped (listing what is).
-        PreferenceDataError: naming file, line (JSON Lines) or row (other formats) and field, for: malformed
+        FileNotFoundError: a source path or dataset does not exist, or a ``builtin:NAME`` is not shipped (listing
+            what is).
+        PreferenceDataError: naming file (or dataset, config and split), line (JSON Lines) or row (other formats)
+            and field, for: a dataset that cannot be loaded, malformed
             JSON, a missing field, a field of the wrong type, a label other than 0, 1 or null, an unknown
             objective name, an empty or whitespace-only response, prompt parts that differ between the two
             full conversations of a row, a conversational row without a tokenizer with a chat template, an
             empty source, or an objective with no labelled row.
-        ValueError: ``objectives`` is malformed or does not match a dict source's keys.
+        ValueError: ``objectives`` is malformed or does not match a dict source's keys, or a dataset mapping is
+            malformed (an unknown key, a missing ``dataset``).
     """
     dataset, objective_names, _ = load_preferences_with_report(source, objectives, tokenizer, drop_identical)
     return dataset, objective_names

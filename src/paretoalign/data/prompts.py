@@ -2,7 +2,7 @@
 
 :func:`load_prompts` reads prompts from a generated set (``builtin:arithmetic``, :func:`arithmetic_word_problems`),
 data shipped with paretoalign (``builtin:NAME``), a text file (one prompt a line) or a file of rows with a ``prompt``
-column (JSON Lines, JSON, Parquet, a saved dataset), and returns them as a :class:`datasets.Dataset` whose other
+column (JSON Lines, JSON, Parquet, a saved dataset, a Hugging Face dataset), and returns them as a :class:`datasets.Dataset` whose other
 columns (an ``answer``, say) travel with the prompts to the reward functions. :func:`transcript_messages` turns an
 HH-RLHF ``Human: ... Assistant:`` transcript into chat messages.
 """
@@ -21,6 +21,7 @@ import datasets
 
 from paretoalign.data.files import (
     BUILTIN_PREFIX,
+    HubDataset,
     PreferenceDataError,
     RowLocation,
     is_blank,
@@ -224,8 +225,9 @@ def _read_prompt(row: Any, where: RowLocation, kind_so_far: str | None) -> tuple
     return prompt, kind
 
 
-def _read_prompt_rows(path: Path) -> datasets.Dataset:
-    """The validated rows of a JSON Lines / JSON / Parquet file or saved dataset (see :func:`load_prompts`)."""
+def _read_prompt_rows(path: Path | HubDataset) -> datasets.Dataset:
+    """The validated rows of a JSON Lines / JSON / Parquet file, a saved or a Hugging Face dataset (see
+    :func:`load_prompts`)."""
     unit, rows = iter_source_rows(path)
     columns: dict[str, list] = {}
     prompt_kind = None
@@ -273,7 +275,20 @@ def _read_text_prompts(path: Path) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"prompt": prompts})
 
 
-def load_prompts(source: str | os.PathLike, *, limit: int | None = None, seed: int = 0) -> datasets.Dataset:
+def _prompt_path(source: str | os.PathLike, generated_sets: list[str]) -> Path:
+    """The existing path of a prompt file or of shipped data ``builtin:NAME``."""
+    try:
+        path = Path(resolve_data_source(source))
+    except FileNotFoundError as error:
+        message = f"{error.strerror}; generated prompt sets: {', '.join(generated_sets)}"
+        raise FileNotFoundError(error.errno, message, error.filename) from error
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "prompt file not found", str(path))
+    return path
+
+
+def load_prompts(
+    source: str | os.PathLike | HubDataset | Mapping[str, Any], *, limit: int | None = None, seed: int = 0) -> datasets.Dataset:
     """Load and validate prompts, with the other columns of their source, for generation and online RL.
 
     Args:
@@ -289,7 +304,9 @@ def load_prompts(source: str | os.PathLike, *, limit: int | None = None, seed: i
               a ``.parquet`` file, or a directory written by ``datasets.Dataset.save_to_disk``. Rows hold a
               ``prompt`` (a non-blank string, or a non-empty list of ``{"role", "content"}`` messages; all rows
               of one file the same kind) and any other columns, passed through unchanged (for example ``answer``
-              for an answer reward). A column missing from some rows is ``None`` there.
+              for an answer reward). A column missing from some rows is ``None`` there;
+            - a Hugging Face dataset, :class:`~paretoalign.data.files.HubDataset` or its mapping ``{dataset: ORG/NAME
+              or a local clone, name, split, revision}``: its rows, numbered from 0, read as the rows above.
         limit: keep the first ``limit`` rows (at least 1); required for a generated set, where it is the number
             of problems. ``None`` keeps every row of a file.
         seed: the seed of a generated set; files are read in order, whatever the seed.
@@ -300,11 +317,13 @@ def load_prompts(source: str | os.PathLike, *, limit: int | None = None, seed: i
     Raises:
         FileNotFoundError: ``source`` does not exist, or names no shipped data (listing what is shipped and the
             generated sets).
-        PreferenceDataError: a ``ValueError`` naming file, line (JSON Lines) or row (other formats) and field,
+        PreferenceDataError: a ``ValueError`` naming file (or dataset, config and split), line (JSON Lines) or row
+            (other formats) and field, for a dataset that cannot be loaded,
             for malformed JSON, a row that is not an object, a missing, blank or malformed ``prompt``, string and
             message prompts mixed in one file, a source without prompts, an unsupported file type, or columns
             whose values cannot form one column type.
-        ValueError: ``limit`` is not a positive integer, or is missing for a generated set.
+        ValueError: ``limit`` is not a positive integer, or is missing for a generated set, or a dataset mapping is
+            malformed (an unknown key, a missing ``dataset``).
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
@@ -315,12 +334,11 @@ def load_prompts(source: str | os.PathLike, *, limit: int | None = None, seed: i
                 f"{source} generates its prompts: say how many (limit=N; in a config max_prompts or max_eval_prompts)"
             )
         return arithmetic_word_problems(limit, seed=seed)
-    try:
-        path = Path(resolve_data_source(source))
-    except FileNotFoundError as error:
-        message = f"{error.strerror}; generated prompt sets: {', '.join(generated_sets)}"
-        raise FileNotFoundError(error.errno, message, error.filename) from error
-    if not path.exists():
-        raise FileNotFoundError(errno.ENOENT, "prompt file not found", str(path))
-    rows = _read_text_prompts(path) if path.is_file() and path.suffix.lower() == ".txt" else _read_prompt_rows(path)
+    if isinstance(source, Mapping):
+        source = HubDataset.from_mapping(source)
+    if isinstance(source, HubDataset):
+        rows = _read_prompt_rows(source)
+    else:
+        path = _prompt_path(source, generated_sets)
+        rows = _read_text_prompts(path) if path.is_file() and path.suffix.lower() == ".txt" else _read_prompt_rows(path)
     return rows if limit is None else rows.select(range(min(limit, len(rows))))

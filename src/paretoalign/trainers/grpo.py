@@ -100,11 +100,12 @@ class MultiRewardGRPOConfig(ModelArguments, LoraArguments, GRPOConfig):
     (clipping), ``loss_type``, ``scale_rewards``, ``max_completion_length``, ``temperature``.
     """
 
-    prompts: str = field(
+    prompts: str | dict = field(
         default="builtin:arithmetic",
         metadata=field_help(
             "Prompts: 'builtin:arithmetic' (generated word problems), builtin:NAME (shipped data), a .txt file (one a "
-            "line) or a JSONL / JSON / Parquet file with a 'prompt' column (paretoalign.data.prompts.load_prompts).",
+            "line), a JSONL / JSON / Parquet file with a 'prompt' column or a Hugging Face dataset {dataset: ORG/NAME "
+            "or a local clone, name, split, revision} (paretoalign.data.prompts.load_prompts).",
             path="path",
         ),
     )

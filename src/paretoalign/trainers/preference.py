@@ -66,7 +66,8 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
         metadata=field_help(
             "Training pairs: one file of multi-labelled pairs, or (in YAML) a mapping objective -> file of "
             "prompt/chosen/rejected rows (builtin:NAME for shipped data). On the command line a mapping is written "
-            "name=path,name=path.",
+            "name=path,name=path. A mapping {dataset: ORG/NAME or a local clone, name, split, revision} in place of "
+            "a file reads a Hugging Face dataset.",
             path="data",
         ),
     )
@@ -121,12 +122,13 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
         default=None, metadata=field_help("Use only the first N training pairs after shuffling with the seed.")
     )
     max_eval_pairs: int | None = field(default=None, metadata=field_help("Use only the first N held-out pairs."))
-    eval_prompts: str | None = field(
+    eval_prompts: dict | str | None = field(
         default=None,
         metadata=field_help(
             "`paretoalign eval` generation scores: held-out prompts, builtin:NAME, a .txt file (one a line) or a "
-            "JSONL/JSON/Parquet file with a 'prompt' column (other columns go to the reward functions). Default: the "
-            "distinct prompts of eval_data's pairs.",
+            "JSONL/JSON/Parquet file with a 'prompt' column (other columns go to the reward functions), or a Hugging "
+            "Face dataset {dataset: ORG/NAME or a local clone, name, split, revision}. Default: the distinct prompts "
+            "of eval_data's pairs.",
             path="path",
         ),
     )

@@ -111,10 +111,11 @@ class TransferConfig(ModelArguments, LoraArguments):
     :class:`paretoalign.config.LoraArguments`). Defaults follow the paper: n = 8, m = 32, 4 replaced, refresh every
     50 prompts, self score 0.55, 3 epochs per iteration, learning rate 5e-5."""
 
-    prompts: str | None = field(
+    prompts: dict | str | None = field(
         default=None,
         metadata=field_help(
-            "Prompts: builtin:NAME, a .txt file (one a line) or a JSONL / JSON / Parquet file with a 'prompt' column "
+            "Prompts: builtin:NAME, a .txt file (one a line), a JSONL / JSON / Parquet file with a 'prompt' column or "
+            "a Hugging Face dataset {dataset: ORG/NAME or a local clone, name, split, revision} "
             "(paretoalign.data.prompts.load_prompts). A string is read as an HH-RLHF transcript, a message list as "
             "it is.",
             path="path",
@@ -124,8 +125,12 @@ class TransferConfig(ModelArguments, LoraArguments):
     prompts_per_iteration: int = field(default=64, metadata=field_help("Prompts per iteration (the file is cycled)."))
     chat_template: bool = field(default=True, metadata=field_help("Render prompts with the tokenizer's chat template."))
     max_prompt_tokens: int = field(default=256, metadata=field_help("Prompt tokens kept (the last ones)."))
-    eval_prompts: str | None = field(
-        default=None, metadata=field_help("Held-out prompts for the win rate against the initial policy (optional).", path="path")
+    eval_prompts: dict | str | None = field(
+        default=None,
+        metadata=field_help(
+            "Held-out prompts for the win rate against the initial policy, same sources as prompts (optional).",
+            path="path",
+        ),
     )
     max_eval_prompts: int = field(default=32, metadata=field_help("Held-out prompts used."))
     eval_reward: dict | str | None = field(
