@@ -79,7 +79,7 @@ def evaluate_trained(model_dir, config: ParetoPreferenceConfig) -> dict[str, Any
         dataset, names = prepare_preference_data(
             config, config.eval_data, tokenizer, config.objectives, config.max_eval_pairs, "eval"
         )
-        average, batch = config.loss_type == "ipo", config.per_device_eval_batch_size
+        average, batch = config.average_logps, config.per_device_eval_batch_size
         trained = dataset_logps(policy, dataset, tokenizer.pad_token_id, batch, average, "held-out pairs (trained)")
         with reference() as model:
             untrained = dataset_logps(model, dataset, tokenizer.pad_token_id, batch, average,

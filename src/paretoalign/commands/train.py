@@ -49,7 +49,7 @@ def train(config: ParetoPreferenceConfig) -> dict[str, Any]:
     if config.eval_data is not None:
         eval_set, _ = prepare_preference_data(config, config.eval_data, tokenizer, names, config.max_eval_pairs, "eval")
     model = config.with_lora(model).to(config.device)
-    average = config.loss_type == "ipo"
+    average = config.average_logps
     batch_size = config.per_device_eval_batch_size
     metrics: dict[str, Any] = {"objectives": names, "weights": weights}
 

@@ -46,11 +46,32 @@ def refuse_sharded_gradients(distributed_type, gradients: str, advice: str) -> N
 class ObjectiveTrainerMixin:
     """Skip guard, per-objective logging and atomic checkpoints for a ``transformers.Trainer`` subclass.
 
-    The trainer sets ``objective_names``, ``weighting`` and ``skip_guard`` in its ``__init__``.
+    The trainer sets ``objective_names``, ``weighting``, ``skip_guard`` and ``engine`` (an
+    :class:`paretoalign.engine.ObjectiveGradients` or None) in its ``__init__``. Within an accumulation window it
+    reports what went wrong with :meth:`note_fault`, asks :meth:`window_may_step` before the per-objective
+    all-reduce, and closes the window with :meth:`end_window`.
     """
 
     objective_names: list[str]
     skip_guard: SkipGuard
+    _window_fault: str | None = None
+
+    def note_fault(self, fault: str | None) -> None:
+        """Keep the first fault of the accumulation window (None: nothing went wrong)."""
+        if fault is not None and self._window_fault is None:
+            self._window_fault = fault
+
+    def window_may_step(self) -> bool:
+        """Whether no process had a fault in this window; collective: every process calls it at the window's end."""
+        self._window_fault = self.collective_fault(self._window_fault)
+        return self._window_fault is None
+
+    def end_window(self, model: nn.Module, step: EngineStep | None, metrics: dict) -> None:
+        """Close the accumulation window: drop the engine's per-objective gradients, keep or skip the update."""
+        fault, self._window_fault = self._window_fault, None
+        if self.engine is not None:
+            self.engine.discard()
+        self.finish_update(model, fault, step, metrics)
 
     def collective_fault(self, fault: str | None) -> str | None:
         """This process's ``fault``; with several processes, also a fault on another process (every process must

@@ -330,7 +330,6 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
         self.engine: ObjectiveGradients | None = None
         self._scored_rewards: torch.Tensor | None = None
         self._generation_fault: str | None = None
-        self._window_fault: str | None = None
         self.skip_guard = SkipGuard(args.max_consecutive_skipped_steps)
         logger.info(
             "rewards %s, weights %s, aggregation %s, weighting %s, conditions %s",
@@ -458,12 +457,12 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
         if not self.per_reward_gradients:
             loss = super().training_step(model, inputs, num_items_in_batch)
             fault = self._generation_fault or (None if torch.isfinite(loss).all() else "non-finite loss")
-            self._note_fault(fault)
+            self.note_fault(fault)
             if self.accelerator.sync_gradients:
-                if self._window_fault is None and not self._gradients_finite(model):
-                    self._window_fault = "non-finite gradient"
-                self._window_fault = self.collective_fault(self._window_fault)
-                self._finish_update(model, None)
+                if not self._gradients_finite(model):
+                    self.note_fault("non-finite gradient")
+                self.window_may_step()
+                self.end_window(model, None, self._metrics["train"])
             return torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
 
         # GRPOTrainer.training_step's bookkeeping (micro-step counter, step time) around our own backward.
@@ -483,18 +482,17 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
         if fault is None and not torch.isfinite(losses).all():
             bad = [name for name, value in zip(self.reward_names, losses.tolist()) if not math.isfinite(value)]
             fault = f"non-finite loss for reward(s) {bad}"
-        self._note_fault(fault)
+        self.note_fault(fault)
         if fault is None:
             # TRL's loss is already divided by the gradient-accumulation steps.
             self.engine.accumulate(losses)
         if self.accelerator.sync_gradients:
-            self._window_fault = self.collective_fault(self._window_fault)
-            step = self.engine.step() if self._window_fault is None else None
+            step = self.engine.step() if self.window_may_step() else None
             if step is not None and not step.finite:
                 diagonal = step.gram.diagonal()
                 bad = [name for name, value in zip(self.reward_names, diagonal.tolist()) if not math.isfinite(value)]
-                self._window_fault = f"non-finite gradient for reward(s) {bad or self.reward_names}"
-            self._finish_update(model, step)
+                self.note_fault(f"non-finite gradient for reward(s) {bad or self.reward_names}")
+            self.end_window(model, step, self._metrics["train"])
 
         self._step += 1
         self._current_train_step_time += time.perf_counter() - started
@@ -504,17 +502,6 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
         weights = self.reward_weights.to(device=losses.device, dtype=losses.dtype)
         return torch.nan_to_num((losses.detach() @ weights), nan=0.0, posinf=0.0, neginf=0.0)
 
-    def _note_fault(self, fault: str | None) -> None:
-        if fault is not None and self._window_fault is None:
-            self._window_fault = fault
-
     @staticmethod
     def _gradients_finite(model: nn.Module) -> bool:
         return all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
-
-    def _finish_update(self, model: nn.Module, step) -> None:
-        """End of an accumulation window: keep the update, or drop it and count the skip."""
-        fault, self._window_fault = self._window_fault, None
-        if self.engine is not None:
-            self.engine.discard()
-        self.finish_update(model, fault, step, self._metrics["train"])

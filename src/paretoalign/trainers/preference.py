@@ -227,6 +227,11 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
         if self.eval_judge is not None:
             self.eval_judge = parse_reward_spec(self.eval_judge, "eval_judge")
 
+    @property
+    def average_logps(self) -> bool:
+        """Whether sequences are scored by their per-token average log-probability (IPO, as TRL) instead of the sum."""
+        return self.loss_type == "ipo"
+
     def weighting_params(self) -> dict[str, Any]:
         """The keyword parameters of :func:`paretoalign.weighting.get_weighting` for the chosen weighting."""
         if self.weighting == "cagrad":
@@ -303,7 +308,6 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
         self.engine: ObjectiveGradients | None = None
         self._engine_unconfirmed = False
         self._metrics: dict[str, list[float]] = defaultdict(list)
-        self._window_fault: str | None = None
         self.skip_guard = SkipGuard(args.max_consecutive_skipped_steps)
         logger.info(
             "objectives %s, weights %s, weighting %s, engine %s",
@@ -324,7 +328,7 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
 
     def objective_losses(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The K objective losses of a batch and its log-ratio differences ``delta`` [N]."""
-        average = self.args.loss_type == "ipo"
+        average = self.args.average_logps
         sequences = (inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"])
         policy = sequence_logps(model, *sequences, average=average)
         if "reference_logps" in inputs:
@@ -407,23 +411,20 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
             losses, delta = self.objective_losses(model, inputs)
         finite = bool(torch.isfinite(losses).all())
         self._record_batch(losses, delta, inputs["labels"])
-        if not finite and self._window_fault is None:
+        if not finite:
             bad = [name for name, value in zip(self.objective_names, losses.tolist()) if not math.isfinite(value)]
-            self._window_fault = f"non-finite loss for objective(s) {bad}"
+            self.note_fault(f"non-finite loss for objective(s) {bad}")
         if self.engine.mode in ("exact", "fused"):
             if finite:
                 self.engine.accumulate(losses, scale=1.0 / accumulation_steps, pair_values=delta)
             if not self.accelerator.sync_gradients:
                 return losses
-            self._window_fault = self.collective_fault(self._window_fault)
-            step = self.engine.step() if self._window_fault is None else None
+            step = self.engine.step() if self.window_may_step() else None
         else:
             step = self.engine.backward(losses) if finite else None
         if step is not None and not step.finite:
-            self._window_fault = "non-finite gradient"
-        fault, self._window_fault = self._window_fault, None
-        self.engine.discard()
-        self.finish_update(model, fault, step, self._metrics)
+            self.note_fault("non-finite gradient")
+        self.end_window(model, step, self._metrics)
         return losses
 
     def _record_batch(self, losses: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor) -> None:
