@@ -291,18 +291,51 @@ def data_parallel_config(tmp_path, tiny_model_dir):
     return write
 
 
-def write_hub_dataset(folder: Path, splits: dict) -> str:
+def write_hub_dataset(folder: Path, splits: dict, config_name: str = "default") -> str:
     """A local dataset repository laid out as the Hub stores one, ``data/SPLIT-00000-of-00001.parquet`` per split
-    (``splits``: split -> rows) and a README.md whose YAML front matter declares the splits; returns the folder."""
+    (``splits``: split -> rows) and a README.md whose YAML front matter declares the splits of the config
+    ``config_name``; returns the folder."""
     (folder / "data").mkdir(parents=True)
     declared = []
     for split, rows in splits.items():
         path = folder / "data" / f"{split}-00000-of-00001.parquet"
         pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), path)
         declared.append({"split": split, "path": f"data/{split}-*"})
-    front_matter = yaml.safe_dump({"configs": [{"config_name": "default", "data_files": declared}]})
+    front_matter = yaml.safe_dump({"configs": [{"config_name": config_name, "data_files": declared}]})
     (folder / "README.md").write_text(f"---\n{front_matter}---\n# A test dataset\n")
     return str(folder)
+
+
+def write_hub_data_dirs(folder: Path, data_dirs: dict) -> str:
+    """A local dataset repository with one folder per subset and no declared configs, as Anthropic/hh-rlhf is stored:
+    ``DATA_DIR/SPLIT-00000-of-00001.parquet`` (``data_dirs``: data_dir -> split -> rows), read with
+    ``load_dataset(folder, data_dir=DATA_DIR)``; returns the folder."""
+    for data_dir, splits in data_dirs.items():
+        (folder / data_dir).mkdir(parents=True)
+        for split, rows in splits.items():
+            pyarrow.parquet.write_table(
+                pyarrow.Table.from_pylist(rows), folder / data_dir / f"{split}-00000-of-00001.parquet"
+            )
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# A test dataset with one folder per subset\n")
+    return str(folder)
+
+
+def cache_hub_dataset(hub_id: str, folder: str, config_name: str | None = None) -> Path:
+    """Prepare the local repository ``folder`` in ``datasets``' cache under the Hub id ``hub_id``, as a download of
+    ``hub_id`` leaves it (``HF_DATASETS_CACHE/ORG___NAME/CONFIG/VERSION/HASH``), so that ``load_dataset(hub_id)``
+    finds it offline; returns that folder. Use with the ``datasets_cache`` fixture."""
+    import shutil
+
+    from datasets.naming import camelcase_to_snakecase
+
+    builder = datasets.load_dataset_builder(folder, config_name)
+    builder.download_and_prepare()
+    prepared = Path(builder.cache_dir)
+    organisation, name = hub_id.split("/")
+    target = Path(datasets.config.HF_DATASETS_CACHE) / f"{organisation}___{camelcase_to_snakecase(name)}"
+    target = target.joinpath(*prepared.parts[-3:])
+    shutil.copytree(prepared, target)
+    return target
 
 
 @pytest.fixture()
@@ -325,6 +358,8 @@ def session_fixture(function, name: str | None = None):
 make_multi_label_pairs = session_fixture(write_multi_label_pairs, "make_multi_label_pairs")
 free_port_fixture = session_fixture(free_port)
 write_hub_dataset_fixture = session_fixture(write_hub_dataset)
+write_hub_data_dirs_fixture = session_fixture(write_hub_data_dirs)
+cache_hub_dataset_fixture = session_fixture(cache_hub_dataset)
 make_preference_config = session_fixture(tiny_preference_config, "make_preference_config")
 make_tiny_llama = session_fixture(build_tiny_llama, "make_tiny_llama")
 make_tiny_llama_config = session_fixture(tiny_llama_config, "make_tiny_llama_config")

@@ -211,7 +211,8 @@ def test_config_to_dict_keeps_the_plain_values(folders):
                           ["--note", "n"])
     assert config_to_dict(config) == {
         "model_name_or_path": "builtin:smollm2", "model_cache_dir": None, "model_revision": None,
-        "torch_dtype": "float32", "attn_implementation": None, "trust_remote_code": False, "output": None,
+        "torch_dtype": "float32", "attn_implementation": None, "trust_remote_code": False, "load_in_4bit": False,
+        "load_in_8bit": False, "bnb_4bit_quant_type": "nf4", "use_bnb_nested_quant": False, "output": None,
         "pairs": {"a": str(config_dir / "a.jsonl")}, "rewards": None, "judge": None, "oracle": None, "note": "n",
     }
 

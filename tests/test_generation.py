@@ -212,3 +212,34 @@ def test_bad_sizes_are_errors(tiny_llama, tiny_tokenizer, prompt_ids):
                   {"max_new_tokens": 2, "batch_size": 0}):
         with pytest.raises(ValueError, match="must be at least 1"):
             generate_completions(tiny_llama, tiny_tokenizer, prompt_ids, **sizes)
+
+
+def test_seed_makes_sampling_reproducible_and_leaves_the_global_random_state_alone(
+    tiny_llama, tiny_tokenizer, prompt_ids
+):
+    def sample(seed, top_p=0.9):
+        return generate_completions(
+            tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=MAX_NEW_TOKENS, num_return_sequences=2,
+            do_sample=True, temperature=0.6, top_p=top_p, seed=seed,
+        )
+
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = sample(0)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert sample(0) == first and sample(1) != first
+    torch.manual_seed(0)
+    unseeded = generate_completions(
+        tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=MAX_NEW_TOKENS, num_return_sequences=2,
+        do_sample=True, temperature=0.6, top_p=0.9,
+    )
+    assert unseeded == first  # seed=s draws exactly what torch.manual_seed(s) before the call draws
+    # top_p this small keeps only the most likely token: sampling becomes greedy decoding.
+    greedy = generate_completions(tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=MAX_NEW_TOKENS)
+    assert [rows[0] for rows in sample(5, top_p=1e-6)] == [rows[0] for rows in greedy]
+
+
+def test_bad_sampling_settings_are_errors(tiny_llama, tiny_tokenizer, prompt_ids):
+    for settings in ({"temperature": 0.0}, {"top_p": 0.0}, {"top_p": 1.5}):
+        with pytest.raises(ValueError, match="sampling needs temperature > 0 and 0 < top_p <= 1"):
+            generate_completions(tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=2, do_sample=True, **settings)

@@ -21,7 +21,7 @@ ROOT = "paretoalign"
 
 #: Layer of each module (a name ending in ``.*`` covers a sub-package).
 LAYERS = {
-    0: ["io", "losses", "pareto", "weighting", "fused", "advantages", "engine", "tpo"],
+    0: ["io", "losses", "pareto", "weighting", "fused", "advantages", "engine", "tpo", "sharding"],
     1: ["gguf", "models", "data", "data.*", "rewards", "rewards.*", "generation", "oracles", "scoring", "config",
         "synthetic", "synthetic.*"],
     2: ["trainers", "trainers.*"],

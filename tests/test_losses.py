@@ -82,6 +82,42 @@ def test_gradient_of_sigmoid_loss_matches_closed_form():
     assert torch.allclose(delta.grad, expected, atol=1e-15)
 
 
+def test_included_ties_add_the_zero_margin_loss_and_count_in_the_mean():
+    # The RACO authors' mean over all N = 4 pairs: objective 0 labels pairs 0 and 1, objective 1 pair 2 only.
+    labels = torch.tensor([[1, 0], [-1, 0], [0, -1], [0, 0]])
+    beta = 0.5
+    losses = preference_losses(DELTA, labels, beta, "sigmoid", tie_handling="include")
+    # -log sigmoid(0.25) = 0.575939, -log sigmoid(0.5) = 0.474077, -log sigmoid(-1) = 1.313262, a tie log 2 = 0.693147.
+    expected_0 = (-math.log(1 / (1 + math.exp(-0.25))) - math.log(1 / (1 + math.exp(-0.5))) + 2 * math.log(2)) / 4
+    expected_1 = (-math.log(1 / (1 + math.exp(1.0))) + 3 * math.log(2)) / 4
+    assert losses.tolist() == pytest.approx([expected_0, expected_1], abs=1e-12)
+    assert losses.tolist() == pytest.approx([0.6090774, 0.8481758], abs=1e-6)
+    # IPO: a tie adds (0 - 1 / (2 beta))^2 = 1; hinge: a tie adds relu(1 - 0) = 1.
+    ipo = preference_losses(DELTA, labels, beta, "ipo", tie_handling="include")
+    assert ipo[1].item() == pytest.approx(((-1.0 / beta - 1.0 / (2 * beta)) ** 2 + 3 * 1.0) / 4, abs=1e-12)
+    hinge = preference_losses(DELTA, labels, beta, "hinge", tie_handling="include")
+    assert hinge[1].item() == pytest.approx((max(0.0, 1 + 1.0) + 3 * 1.0) / 4, abs=1e-12)
+
+
+def test_included_ties_carry_no_gradient_and_scale_the_labelled_ones_by_one_over_n():
+    labels = torch.tensor([[1], [0], [-1], [0]])
+    delta = DELTA.clone().requires_grad_(True)
+    preference_losses(delta, labels, 0.2, "sigmoid", tie_handling="include")[0].backward()
+    signs = labels[:, 0].double()
+    assert torch.allclose(delta.grad, -0.2 * signs * torch.sigmoid(-0.2 * signs * DELTA) / 4, atol=1e-15)
+    assert delta.grad[1].item() == 0.0 and delta.grad[3].item() == 0.0
+    # Without a labelled pair the objective's loss is the zero-margin loss, with a zero gradient.
+    unlabelled = preference_losses(DELTA, torch.zeros(4, 1, dtype=torch.long), 0.2, "sigmoid", tie_handling="include")
+    assert unlabelled.item() == pytest.approx(math.log(2), abs=1e-15)
+
+
+def test_excluded_and_included_ties_agree_when_every_pair_is_labelled():
+    labels = torch.tensor([[1, -1], [-1, 1], [1, 1], [-1, -1]])
+    for loss_type in ("sigmoid", "ipo", "hinge"):
+        assert torch.equal(preference_losses(DELTA, labels, 0.2, loss_type, tie_handling="exclude"),
+                           preference_losses(DELTA, labels, 0.2, loss_type, tie_handling="include"))
+
+
 def test_bad_inputs_are_rejected():
     with pytest.raises(ValueError, match="unknown loss_type"):
         preference_losses(DELTA, torch.ones(4, 1, dtype=torch.long), 0.2, "kto")
@@ -91,6 +127,8 @@ def test_bad_inputs_are_rejected():
         preference_losses(DELTA, torch.full((4, 1), 2), 0.2)
     with pytest.raises(ValueError, match="beta"):
         preference_losses(DELTA, torch.ones(4, 1, dtype=torch.long), 0.0)
+    with pytest.raises(ValueError, match="unknown tie_handling 'ignore'"):
+        preference_losses(DELTA, torch.ones(4, 1, dtype=torch.long), 0.2, tie_handling="ignore")
 
 
 def test_metrics_accuracy_margin_and_absent_objectives():

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from paretoalign.rewards.specs import resolve_spec_paths
+
 from paretoalign.oracles import (
     HumanOracle,
     LabelsFileOracle,
@@ -47,9 +49,11 @@ def test_labels_file_oracle_in_either_order_and_unknown_pairs_reported(tmp_path)
 @pytest.mark.parametrize(
     "row, message",
     [
-        ('{"prompt": "q", "response_a": "x", "response_b": "y", "preferred": "c"}', "line 1: field 'preferred'"),
-        ('{"prompt": "q", "response_a": 3, "response_b": "y", "preferred": "a"}', "line 1: field 'response_a'"),
-        ("not json", "line 1: not valid JSON"),
+        ('{"prompt": "q", "response_a": "x", "response_b": "y", "preferred": "c"}',
+         "line 1, field 'preferred': must be 'a' or 'b', got 'c'"),
+        ('{"prompt": "q", "response_a": 3, "response_b": "y", "preferred": "a"}',
+         "line 1, field 'response_a': must be a string"),
+        ("not json", "line 1: malformed JSON"),
     ],
 )
 def test_labels_file_errors_name_the_line_and_field(tmp_path, row, message):
@@ -131,9 +135,29 @@ def test_build_oracle_from_its_config_spec(tmp_path):
     human = build_oracle({"type": "human", "answers": str(tmp_path / "answers.jsonl")},
                          input_stream=io.StringIO(""), output_stream=io.StringIO())
     assert isinstance(human, HumanOracle)
-    with pytest.raises(ValueError, match="type 'labels' needs 'path'"):
+    with pytest.raises(ValueError, match="type 'labels' needs 'path' .* or 'dataset'"):
         build_oracle({"type": "labels"})
     with pytest.raises(ValueError, match="unknown type 'crowd'"):
         build_oracle({"type": "crowd"})
     with pytest.raises(ValueError, match=r"oracle: unknown reward 'no_such_reward'"):
         build_oracle({"type": "reward", "name": "no_such_reward"})
+
+
+def test_labels_come_from_a_hugging_face_dataset_too(tmp_path, write_hub_dataset):
+    rows = [
+        {"prompt": "q", "response_a": "x", "response_b": "y", "preferred": "b"},
+        {"prompt": "q", "response_a": "z", "response_b": "y", "preferred": "c"},
+    ]
+    folder = write_hub_dataset(tmp_path / "labels-clone", {"train": rows[:1], "test": rows})
+    oracle = build_oracle({"type": "labels", "dataset": str(folder), "split": "train"})
+    assert isinstance(oracle, LabelsFileOracle)
+    assert oracle.rank("q", ["x", "y"]).best == 1
+    with pytest.raises(ValueError, match=r"split 'test', row 1, field 'preferred': must be 'a' or 'b', got 'c'"):
+        build_oracle({"type": "labels", "dataset": str(folder), "split": "test"})
+
+
+def test_a_labels_dataset_beside_the_config_is_resolved_there(tmp_path):
+    (tmp_path / "labels-clone").mkdir()
+    spec = resolve_spec_paths({"type": "labels", "dataset": "labels-clone", "split": "train"}, tmp_path)
+    assert spec["dataset"] == str(tmp_path / "labels-clone")
+    assert resolve_spec_paths({"type": "labels", "dataset": "org/labels"}, tmp_path)["dataset"] == "org/labels"

@@ -12,6 +12,9 @@ from torchjd.aggregation import CAGradWeighting, MGDAWeighting, PCGradWeighting,
 from paretoalign.weighting import (
     MAX_OBJECTIVES_EXACT_DUAL,
     WEIGHTINGS,
+    amopo_alpha,
+    amopo_objective_scores,
+    amopo_sequence_draws,
     get_weighting,
     solve_cagrad_dual,
     validate_weights,
@@ -326,3 +329,62 @@ def test_gradient_norm_clip_scales_each_weighted_gradient_to_the_threshold():
     loose = get_weighting("raco", [0.5, 0.5], clip_target="gradient_norm", clip_threshold=100.0)
     loose(G)
     assert loose.last_stats.clip_active is False
+
+
+# --- AMoPO's adaptive weights ------------------------------------------------------------------------------------
+
+
+def test_amopo_sequence_draws_are_mean_plus_std_times_a_standard_normal():
+    probabilities = torch.tensor([[0.9, 0.5, 0.2, 0.7], [0.4, 0.6, 0.0, 0.0], [0.3, 0.8, 0.1, 0.1]],
+                                 dtype=torch.float64)
+    mask = torch.tensor([[0, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    draws = amopo_sequence_draws(probabilities, mask, torch.Generator().manual_seed(3))
+    eps = torch.randn(3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    # Row 0: tokens (0.5, 0.2, 0.7): mean 0.466667, Bessel std sqrt(((0.0333)^2 + 0.2667^2 + 0.2333^2) / 2) = 0.251661.
+    # Row 1: one token: std 0, the draw is its probability. Row 2: no response token: 0.
+    assert draws.tolist() == pytest.approx([1.4 / 3 + 0.2516611 * eps[0].item(), 0.4, 0.0], abs=1e-7)
+    assert draws[0].item() == pytest.approx(
+        probabilities[0, 1:].mean().item() + probabilities[0, 1:].std().item() * eps[0].item(), abs=1e-15
+    )
+
+
+def test_amopo_objective_scores_average_each_pairs_two_draws_over_the_labelled_pairs():
+    # Pairs 0, 1, 2: draws of the a responses (1, 2, 3), of the b responses (10, 20, 30).
+    draws = torch.tensor([1.0, 2.0, 3.0, 10.0, 20.0, 30.0], dtype=torch.float64)
+    labels = torch.tensor([[1, 0, 0], [-1, 1, 0], [0, 1, 0]])
+    sums, counts = amopo_objective_scores(draws, labels)
+    assert sums.tolist() == [11.0 + 22.0, 22.0 + 33.0, 0.0] and counts.tolist() == [2.0, 2.0, 0.0]
+    with pytest.raises(ValueError, match="shape \\[2N\\]"):
+        amopo_objective_scores(draws[:5], labels)
+
+
+def test_amopo_alpha_is_a_softmax_tilted_by_the_user_weights():
+    scores = torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)
+    # Equal weights: the paper's softmax, e / (e + 1 + 1/e) = 0.665241, 0.244728, 0.090031.
+    assert amopo_alpha(torch.full((3,), 1 / 3), scores).tolist() == pytest.approx([0.665241, 0.244728, 0.090031],
+                                                                                   abs=1e-6)
+    assert torch.allclose(amopo_alpha(torch.full((3,), 1 / 3), scores), torch.softmax(scores, 0), atol=1e-15)
+    # w = (0.2, 0.3, 0.5): w_k e^{a_k} = (0.543656, 0.3, 0.183940), sum 1.027596.
+    tilted = amopo_alpha(torch.tensor([0.2, 0.3, 0.5]), scores)
+    assert tilted.tolist() == pytest.approx([0.529057, 0.291943, 0.179000], abs=1e-6)
+    # An objective without a labelled pair (NaN) gets 0; scores that are all NaN leave the user weights.
+    partial = amopo_alpha(torch.tensor([0.5, 0.5]), torch.tensor([float("nan"), 2.0]))
+    assert partial.tolist() == [0.0, 1.0]
+    assert amopo_alpha(torch.tensor([0.4, 0.6]), torch.full((2,), float("nan"))).tolist() == pytest.approx([0.4, 0.6])
+    # Shifting every score leaves alpha unchanged; large scores do not overflow.
+    assert torch.allclose(amopo_alpha(torch.tensor([0.2, 0.3, 0.5]), scores + 1000.0), tilted, atol=1e-12)
+
+
+def test_amopo_weighting_uses_the_scores_it_was_given_and_ignores_the_gram():
+    weighting = get_weighting("amopo", [0.5, 0.5])
+    gram = random_gram(2)
+    assert weighting(gram).tolist() == [0.5, 0.5]  # no scores yet: the user weights
+    weighting.set_scores(torch.tensor([0.3, -0.2]))
+    expected = torch.softmax(torch.tensor([0.3, -0.2], dtype=torch.float64), 0)
+    assert torch.allclose(weighting(gram), expected, atol=1e-15)
+    assert torch.allclose(weighting(torch.eye(2, dtype=torch.float64)), expected, atol=1e-15)
+    static = get_weighting("amopo", [0.7, 0.3], adaptive=False)
+    static.set_scores(torch.tensor([5.0, -5.0]))
+    assert static(gram).tolist() == [0.7, 0.3]  # the RACO authors' static AMoPO baseline
+    with pytest.raises(ValueError, match="one score per objective"):
+        weighting.set_scores(torch.zeros(3))

@@ -5,9 +5,9 @@ a YAML file is resolved (:func:`field_help`): relative to that file's folder, so
 directory. Values given on the command line stay relative to the working directory; there a ``path`` or ``data``
 field also takes a mapping written as YAML text (:func:`text_value`). The kinds:
 
-* ``path``: a file or folder (``builtin:NAME`` is left as it is), or a Hugging Face dataset mapping
-  ``{dataset, name, split, revision}`` (:class:`paretoalign.data.files.HubDataset`) whose ``dataset`` is resolved
-  like a model name;
+* ``path``: a file or folder (``builtin:NAME`` is left as it is), or a source mapping ``{dataset, name, split,
+  revision, data_dir}``, ``{path}`` or ``{preset}`` (optionally with ``columns``, :mod:`paretoalign.data.columns`)
+  whose ``dataset`` is resolved like a model name and ``path`` like a path;
 * ``data``: a path or a dataset mapping as for ``path``, or a mapping ``objective -> either``;
 * ``model``: a model name (:func:`paretoalign.models.resolve_model`); resolved like a path only when that file or
   folder exists beside the YAML file, so any other name (a Hub id) passes through unchanged;
@@ -31,7 +31,8 @@ from typing import Any, get_args
 import yaml
 from transformers import HfArgumentParser
 
-from paretoalign.models import TORCH_DTYPES, apply_lora, load_policy
+from paretoalign.data.columns import is_single_source, resolve_data_source
+from paretoalign.models import TORCH_DTYPES, apply_lora, is_quantized, load_policy, quantization_config
 from paretoalign.rewards.specs import resolve_spec_paths
 
 __all__ = [
@@ -105,6 +106,23 @@ class ModelArguments:
             "Where de-quantised GGUF models are cached as safetensors (default ~/.cache/paretoalign).", path="path"
         ),
     )
+    load_in_4bit: bool = field(
+        default=False,
+        metadata=field_help(
+            "Load the base weights in 4 bits through bitsandbytes and train a LoRA adapter on them (QLoRA); needs "
+            "bitsandbytes and a CUDA GPU."
+        ),
+    )
+    load_in_8bit: bool = field(
+        default=False,
+        metadata=field_help("Load the base weights in 8 bits through bitsandbytes (LLM.int8()), for LoRA training."),
+    )
+    bnb_4bit_quant_type: str = field(
+        default="nf4", metadata=field_help("4-bit data type with load_in_4bit: 'nf4' (QLoRA's) or 'fp4'.")
+    )
+    use_bnb_nested_quant: bool = field(
+        default=False, metadata=field_help("With load_in_4bit, quantise the quantisation constants too (double quant).")
+    )
 
     def model_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`paretoalign.models.load_policy` (and ``load_trained``) these fields give,
@@ -116,12 +134,32 @@ class ModelArguments:
         """
         if self.torch_dtype not in TORCH_DTYPES:
             raise ValueError(f"torch_dtype must be one of {list(TORCH_DTYPES)}, got {self.torch_dtype!r}.")
+        dtype = TORCH_DTYPES[self.torch_dtype]
         return {
             "cache_dir": self.model_cache_dir,
-            "torch_dtype": TORCH_DTYPES[self.torch_dtype],
+            "torch_dtype": dtype,
             "attn_implementation": self.attn_implementation,
             "trust_remote_code": self.trust_remote_code,
+            "quantization": self.quantization(dtype),
         }
+
+    def quantization(self, dtype: Any = None):
+        """The bitsandbytes config of ``load_in_4bit`` / ``load_in_8bit`` (:func:`paretoalign.models.quantization_config`,
+        computing in ``dtype`` when it is float16 or bfloat16, else bfloat16), or ``None`` when both are off.
+
+        Raises:
+            ValueError: both are on, or this machine cannot run bitsandbytes (no package, no CUDA GPU).
+        """
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("load_in_4bit and load_in_8bit are both on; choose one.")
+        if not (self.load_in_4bit or self.load_in_8bit):
+            return None
+        return quantization_config(
+            4 if self.load_in_4bit else 8,
+            quant_type=self.bnb_4bit_quant_type,
+            nested=self.use_bnb_nested_quant,
+            compute_dtype=dtype if dtype in (TORCH_DTYPES["float16"], TORCH_DTYPES["bfloat16"]) else TORCH_DTYPES["bfloat16"],
+        )
 
     def load_model(self):
         """``(model, tokenizer)`` of ``model_name_or_path`` at ``model_revision`` with :meth:`model_options`
@@ -144,8 +182,17 @@ class LoraArguments:
     use_dora: bool = field(default=False, metadata=field_help("Make the adapter DoRA (weight-decomposed LoRA)."))
 
     def with_lora(self, model):
-        """``model`` with a fresh adapter of these settings when ``use_lora``, else ``model`` itself."""
+        """``model`` with a fresh adapter of these settings when ``use_lora``, else ``model`` itself.
+
+        Raises:
+            ValueError: ``use_lora`` is off for a model with quantised weights, which cannot be trained themselves.
+        """
         if not self.use_lora:
+            if is_quantized(model):
+                raise ValueError(
+                    "the base weights are quantised (load_in_4bit / load_in_8bit) and cannot be trained; set "
+                    "use_lora: true to train an adapter on them (QLoRA)."
+                )
             return model
         return apply_lora(
             model,
@@ -234,8 +281,14 @@ def _resolve(value: Any, kind: str, base: Path) -> Any:
     """One YAML value of a file field, made relative to ``base`` (the YAML file's folder) by its kind."""
     if kind == "reward_spec":
         return resolve_spec_paths(text_value(value, "spec"), base)
-    if kind in ("path", "data") and isinstance(value, dict) and "dataset" in value:
-        return {**value, "dataset": _resolve(value["dataset"], "model", base)}
+    if kind in ("path", "data") and is_single_source(value):
+        resolved = dict(value)
+        if "dataset" in value:
+            resolved["dataset"] = _resolve(value["dataset"], "model", base)
+        if "path" in value:
+            resolved["path"] = _resolve(value["path"], "path", base)
+        resolve_data_source(resolved)
+        return resolved
     if kind == "data" and isinstance(value, dict):
         return {key: _resolve(item, "path", base) for key, item in value.items()}
     if not isinstance(value, str) or value.startswith(BUILTIN_PREFIX) or Path(value).is_absolute():

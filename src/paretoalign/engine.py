@@ -16,7 +16,14 @@ Modes:
   trainer's log-ratio differences), ``g_k = sum_i (dL_k / dv_i) grad v_i``: layer hooks turn ONE backward pass of
   ``sum_i v_i`` into the K per-objective gradients (:mod:`paretoalign.fused`), which then go through the same
   buffers as ``exact``: micro-batch accumulation and the all-reduce across processes work as there. Pass the values
-  as ``pair_values``; batch row b of the forward pass belongs to pair ``b mod N``.
+  as ``pair_values``; batch row b of the forward pass belongs to pair ``b mod N``. ``pair_values`` may also be
+  [N, T] (the RL trainer's per-token log-probabilities): one backward pass per rank of a row's T x K coefficients,
+  one for on-policy GRPO.
+
+Under FSDP2 (``fully_shard``) the parameters are sharded: ``exact`` runs each objective's backward pass through
+FSDP2's own reduce-scatter, keeps this process's shard of each gradient, forms the Gram from per-shard dot products
+summed over the shard group (K x K numbers, :mod:`paretoalign.sharding`) and writes alpha's combination into the local
+shards.
 
 Faults: an optimizer step whose loss, reward or gradient is not finite is skipped (no parameter changes);
 :class:`SkipGuard` counts the skips and stops the run with :class:`NonFiniteTrainingError` after
@@ -35,6 +42,15 @@ from torchjd.aggregation import Weighting
 from torchjd.autogram import Engine
 
 from paretoalign.fused import FusedObjectiveGradients
+from paretoalign.sharding import (
+    add_local_gradients,
+    backward_local_gradients,
+    combine_shards,
+    gram_from_shards,
+    is_sharded,
+    local_shard,
+    sum_over_shard_group,
+)
 
 __all__ = [
     "ENGINE_MODES", "EngineStep", "NonFiniteTrainingError", "ObjectiveGradients", "SkipGuard", "mean_across_processes",
@@ -154,6 +170,13 @@ class ObjectiveGradients:
         self.weighting = weighting
         self.mode = mode
         self.reduce_gradients = reduce_gradients
+        self.sharded = any(is_sharded(param) for param in self.params)
+        if self.sharded and (mode != "exact" or reduce_gradients is not None):
+            raise ValueError(
+                "FSDP2-sharded parameters need mode='exact' and no reduce_gradients (FSDP2 reduce-scatters each "
+                f"gradient itself); got mode={mode!r}{' and reduce_gradients' if reduce_gradients else ''}."
+            )
+        self._reduce_gram = sum_over_shard_group(self.params)
         self._buffers: list[list[Tensor]] | None = None
         self._autogram = None
         self._fused = None
@@ -170,20 +193,27 @@ class ObjectiveGradients:
     def accumulate(self, losses: Tensor, scale: float = 1.0, pair_values: Tensor | None = None) -> None:
         """Add ``scale * grad L_k`` to objective k's gradient buffer.
 
-        ``exact`` runs one backward pass per objective. ``fused`` runs one backward pass of `pair_values` [N], the
-        per-pair values through which alone the losses depend on the parameters (batch row b of the forward pass
-        belongs to pair ``b mod N``; see :mod:`paretoalign.fused`); ``exact`` ignores `pair_values`.
+        ``exact`` runs one backward pass per objective. ``fused`` runs one backward pass of `pair_values`, the values
+        through which alone the losses depend on the parameters: [N], one per pair (batch row b of the forward pass
+        belongs to pair ``b mod N``), or [N, T], T per row (per-token log-probabilities; one backward pass per rank
+        of a row's T x K coefficients ``dL_k/dv_nt``, one for on-policy GRPO losses); see :mod:`paretoalign.fused`.
+        ``exact`` ignores `pair_values`.
         """
         if self.mode == "autogram":
             raise RuntimeError("the autogram engine does not accumulate per-objective gradients over micro-batches.")
         self._check_losses(losses)
         num_objectives = losses.numel()
         if self._buffers is None:
-            self._buffers = [[torch.zeros_like(p) for p in self.params] for _ in range(num_objectives)]
+            self._buffers = [[torch.zeros_like(local_shard(p)) for p in self.params] for _ in range(num_objectives)]
         elif len(self._buffers) != num_objectives:
             raise ValueError(f"got {num_objectives} losses, but earlier micro-batches had {len(self._buffers)}.")
         if self.mode == "fused":
             self._fused.accumulate(losses, pair_values, self._buffers, scale)
+            return
+        if self.sharded:
+            for buffers, shards in zip(self._buffers, backward_local_gradients(losses, self.params)):
+                for buffer, shard in zip(buffers, shards or ()):
+                    buffer.add_(shard, alpha=scale)
             return
         for k in range(num_objectives):
             if not losses[k].requires_grad:
@@ -207,8 +237,12 @@ class ObjectiveGradients:
         """Drop the accumulated per-objective gradients (a skipped update)."""
         self._buffers = None
 
-    def step(self) -> EngineStep:
-        """Form the Gram of the accumulated gradients, weight them, add ``sum_k alpha_k g_k`` to ``.grad``."""
+    def step(self, scale: float = 1.0) -> EngineStep:
+        """Form the Gram of the accumulated gradients, weight them, add ``scale * sum_k alpha_k g_k`` to ``.grad``.
+
+        ``.grad`` is added to, never overwritten, so several steps in one optimizer step sum their updates: one step
+        per micro-batch with ``scale = 1 / accumulation steps`` is the RACO authors' per-micro-batch rule.
+        """
         if self._buffers is None:
             raise RuntimeError("step() called before any accumulate().")
         buffers, self._buffers = self._buffers, None
@@ -217,16 +251,11 @@ class ObjectiveGradients:
                 for buffer in objective:
                     self.reduce_gradients(buffer)
         num_objectives = len(buffers)
-        gram = torch.zeros(num_objectives, num_objectives, dtype=torch.float64)
-        for index in range(len(self.params)):
-            stacked = torch.stack([objective[index].flatten() for objective in buffers]).double()
-            gram += (stacked @ stacked.T).cpu()
+        gram = gram_from_shards(buffers, self._reduce_gram)
         if not torch.isfinite(gram).all():
             return EngineStep(gram=gram, alpha=torch.full((num_objectives,), float("nan")), finite=False)
         alpha = self.weighting(gram)
-        for index, param in enumerate(self.params):
-            combined = sum(float(alpha[k]) * buffers[k][index] for k in range(num_objectives))
-            param.grad = combined if param.grad is None else param.grad + combined
+        add_local_gradients(self.params, combine_shards(buffers, scale * alpha))
         return EngineStep(gram=gram, alpha=alpha.detach().double().cpu(), finite=True)
 
     def backward(self, losses: Tensor, pair_values: Tensor | None = None) -> EngineStep:

@@ -1,4 +1,4 @@
-r"""Per-objective gradients of pairwise losses from one forward and one backward pass (engine mode ``fused``).
+r"""Per-objective gradients from one forward and one backward pass (engine mode ``fused``).
 
 Setting. One forward pass over B batch rows yields N per-pair values ``v_i`` (the preference trainer's log-ratio
 differences ``delta_i``), and each of the K losses depends on the parameters only through them, so
@@ -23,6 +23,19 @@ gradients ``dy_b = dv_{p(b)}/dy_b``, and each objective's gradient of the layer'
   product of ``f`` at the saved input with cotangent ``(C_{p(b)k} dy_b)_b``, by re-running ``f`` (only ``f``: a
   gather or an elementwise map for those modules) and K backward passes through that small local graph.
 
+Per-token values (the RL trainer). When each row carries T values ``v_nt`` (GRPO's per-token log-probabilities
+``logp_nt``; every reward's policy-gradient loss reaches the model through them), ``C_ntk = dL_k/dv_nt`` varies along
+the row, and a single backward cannot weight tokens: a layer output at position s feeds every later token of its
+row, so ``dL_k/dy_ns = sum_t C_ntk dv_nt/dy_ns`` is not ``C_nsk`` times the gradient of a shared backward. Each
+row's T x K matrix is therefore factorised, ``C_ntk = sum_r U_rnt A_rnk`` (:func:`row_rank_factors`), and pass r is
+the backward of ``sum_nt U_rnt v_nt`` with row coefficients ``A_rnk`` as above:
+
+    g_k = sum_r sum_n A_rnk grad(sum_t U_rnt v_nt).
+
+On-policy GRPO without a KL term (TRL's defaults, ``beta = 0``) has rank 1, ``C_ntk = -Adv_nk m_nt / Z`` (the
+decoupled advantage of reward k times the token's loss weight), so one backward pass gives the K gradients; TRL's
+KL term, shared by the K losses, adds a second pass.
+
 Which parameters are covered. A trainable parameter is covered when every module that registers it is a leaf
 module (no child modules); tied weights (``lm_head`` and ``embed_tokens``) collect the contributions of both
 modules. The remaining trainable parameters (registered on a module with children, e.g. PEFT's LoRA embedding
@@ -32,8 +45,9 @@ fine-tuning or LoRA. A covered parameter must enter the forward only through its
 :meth:`FusedObjectiveGradients.accumulate` walks the autograd graph and raises if one does not (e.g. the ``out_proj``
 of ``nn.MultiheadAttention``, whose weight is read by a functional call; PEFT's DoRA is fine, as it detaches the
 norm of ``W + BA`` and so reads the LoRA weights only through their layers). The error is a
-:class:`FusedEngineNotApplicable`, on which the preference trainer's ``engine="auto"`` falls back to ``exact``. Every call also checks, on the
-small graph from the losses down to ``v``, that the losses reach no parameter other than through ``v``.
+:class:`FusedEngineNotApplicable`, on which the trainers' ``engine="auto"`` falls back to ``exact``. Every call also
+checks, on the small graph from the losses down to ``v``, that the losses reach no parameter other than through ``v``
+(the same error otherwise: e.g. GRPO's entropy bonus reads the logits directly).
 
 Mechanism. A forward hook on each covered module wraps its output in an identity autograd function (a tap) that
 also takes a scalar zero leaf, the probe. The single backward asks for the gradient of the probe only, so autograd
@@ -57,14 +71,15 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.graph import get_gradient_edge
 
-__all__ = ["ROW_PRODUCT_ELEMENTS", "FusedEngineNotApplicable", "FusedObjectiveGradients"]
+__all__ = ["ROW_PRODUCT_ELEMENTS", "FusedEngineNotApplicable", "FusedObjectiveGradients", "row_rank_factors"]
 
 ROW_PRODUCT_ELEMENTS = 1 << 24
 
 
 class FusedEngineNotApplicable(ValueError, TypeError):
     """The model's structure defeats the layer hooks (a covered parameter used outside its module's call, a hooked
-    module that does not return one tensor, gradient checkpointing); the ``exact`` engine handles such models."""
+    module that does not return one tensor, gradient checkpointing), or the losses read a parameter other than through
+    the values; the ``exact`` engine handles such models and losses."""
 
 _SAVED = object()
 
@@ -180,6 +195,36 @@ class _BackwardPass:
             for target, grads in zip(self.targets(param), per_objective):
                 if grads[position] is not None:
                     target.add_(grads[position])
+
+
+def row_rank_factors(coefficients: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Per-token coefficients as a few per-row ones: ``C_ntk = sum_r U_rnt A_rnk``, R as small as the rows allow.
+
+    One backward pass through the layer taps can weight each *row* of the forward by its own K coefficients, but not
+    each token: a layer's output at position s feeds every later token of its row, so its gradient
+    ``sum_t C_ntk dv_nt/dy_ns`` mixes the tokens' coefficients (only at the output head does a position reach one
+    token). So row n's T x K matrix ``C_n`` is factorised by its singular value decomposition
+    ``C_n = sum_r (s_r u_r) v_r^T`` (in float64), and pass r backpropagates ``sum_nt U_rnt v_nt`` with the row
+    coefficients ``A_rn = v_r``. R is the largest rank among the rows, singular values below
+    ``max(T, K) eps s_max(C_n)`` counting as zero (numpy's ``matrix_rank`` rule; eps of the coefficients' dtype).
+    GRPO's clipped policy-gradient loss on-policy (``old_logps = logps.detach()``, TRL's default) has
+    ``C_ntk = -A_nk m_nt / Z`` (advantage of reward k times the token's loss weight), rank 1: one pass; TRL's KL term
+    ``beta (1 - exp(ref_nt - v_nt)) m_nt / Z`` is the same for every reward and adds one rank.
+
+    Args:
+        coefficients: ``[N, T, K]``, ``C_ntk = dL_k / dv_nt``.
+
+    Returns:
+        ``U`` ``[R, N, T]`` (weights of the values in each pass) and ``A`` ``[R, N, K]`` (row coefficients of each
+        pass), in the coefficients' dtype; ``R = 0`` when every coefficient is zero.
+    """
+    rows, tokens, num_objectives = coefficients.shape
+    left, singular, right = torch.linalg.svd(coefficients.double(), full_matrices=False)
+    tolerance = singular[:, :1] * max(tokens, num_objectives) * torch.finfo(coefficients.dtype).eps
+    rank = int((singular > tolerance).sum(dim=1).max()) if rows else 0
+    value_weights = (left[..., :rank] * singular[:, None, :rank]).permute(2, 0, 1)
+    row_coefficients = right[:, :rank, :].permute(1, 0, 2)
+    return value_weights.to(coefficients.dtype), row_coefficients.to(coefficients.dtype)
 
 
 def _detached(value: Any) -> Any:
@@ -298,20 +343,23 @@ class FusedObjectiveGradients:
         buffers: list[list[Tensor]],
         scale: float = 1.0,
     ) -> None:
-        """Add ``scale * dL_k/dtheta`` to ``buffers[k]`` for every objective k, with one backward of the model.
+        """Add ``scale * dL_k/dtheta`` to ``buffers[k]`` for every objective k, with one backward of the model per
+        rank of the rows' coefficients (one, for a vector of pair values or on-policy GRPO losses).
 
         Args:
             losses: [K] objective losses, each a function of the parameters only through `pair_values`.
-            pair_values: [N] the per-pair values ``v`` (the trainer's ``delta``) of the same forward.
+            pair_values: the values ``v`` of the same forward through which the losses see the model: [N], one per
+                pair (the preference trainer's ``delta``), or [N, T], T per row (the RL trainer's per-token
+                log-probabilities); batch row b of the forward belongs to row ``b mod N``.
             buffers: ``buffers[k][j]`` accumulates objective k's gradient of ``params[j]``.
             scale: factor on every gradient (1 / accumulation steps).
         """
         if pair_values is None:
             raise ValueError("the fused engine needs pair_values: the per-pair tensor through which the losses depend on the model.")
-        if pair_values.ndim != 1 or not pair_values.requires_grad:
+        if pair_values.ndim not in (1, 2) or not pair_values.requires_grad:
             raise ValueError(
-                f"pair_values must be a differentiable vector [N], got shape {tuple(pair_values.shape)} "
-                f"(requires_grad={pair_values.requires_grad})."
+                f"pair_values must be a differentiable vector [N] or matrix [N, T], got shape "
+                f"{tuple(pair_values.shape)} (requires_grad={pair_values.requires_grad})."
             )
         self._check_losses_depend_only_on(losses, pair_values)
         num_objectives = losses.numel()
@@ -325,7 +373,7 @@ class FusedObjectiveGradients:
                     for k in range(num_objectives)
                 )
             ],
-            dim=1,
+            dim=-1,
         ).detach()
         if not self._coverage_checked:
             self._check_coverage(pair_values)
@@ -333,23 +381,31 @@ class FusedObjectiveGradients:
         if self.uncovered:
             for k in range(num_objectives):
                 grads = torch.autograd.grad(
-                    pair_values, self.uncovered, coefficients[:, k], retain_graph=True, allow_unused=True
+                    pair_values, self.uncovered, coefficients[..., k], retain_graph=True, allow_unused=True
                 )
                 for param, grad in zip(self.uncovered, grads):
                     if grad is not None:
                         buffers[k][self.index_of[id(param)]].add_(grad, alpha=scale)
-        self.active_pass = _BackwardPass(coefficients * scale, buffers, self.index_of)
-        try:
-            torch.autograd.grad(pair_values, self.probe, torch.ones_like(pair_values), allow_unused=True)
-        finally:
-            self.active_pass = None
+        if pair_values.ndim == 1:
+            value_weights, row_coefficients = torch.ones_like(pair_values)[None], coefficients[None]
+        else:
+            value_weights, row_coefficients = row_rank_factors(coefficients)
+        passes = len(value_weights)
+        for index in range(passes):
+            self.active_pass = _BackwardPass(row_coefficients[index] * scale, buffers, self.index_of)
+            try:
+                torch.autograd.grad(
+                    pair_values, self.probe, value_weights[index], retain_graph=index < passes - 1, allow_unused=True
+                )
+            finally:
+                self.active_pass = None
 
     def _check_losses_depend_only_on(self, losses: Tensor, pair_values: Tensor) -> None:
         stop = get_gradient_edge(pair_values).node
         for node in _graph_nodes([losses.grad_fn], stop={stop}):
             variable = getattr(node, "variable", None)
             if variable is not None and id(variable) in self.index_of:
-                raise ValueError(
+                raise FusedEngineNotApplicable(
                     f"the losses depend on {self.names.get(id(variable), 'a parameter')} other than through "
                     "pair_values; the fused engine needs every loss to be a function of pair_values only."
                 )

@@ -9,8 +9,8 @@ the held-out win rate of ``paretoalign transfer``) goes through :func:`generate_
 * each ``model.generate`` call holds at most ``batch_size`` sequences (prompts x ``num_return_sequences``, and the
   completions of one prompt over several calls when ``num_return_sequences`` exceeds ``batch_size``), left padded
   with the pad token;
-* decoding is greedy, or pure sampling at ``temperature`` (``top_k = 0``, ``top_p = 1``: the model's own generation
-  config cannot narrow it);
+* decoding is greedy, or sampling at ``temperature`` with nucleus ``top_p`` (``top_k = 0``: the model's own generation
+  config cannot narrow it), reproducible from ``seed`` (the global random state is left as it was);
 * a completion is its generated ids up to and including the first end-of-sequence id (the tokenizer's EOS and the
   model's generation-config EOS ids), and its text is those ids decoded without special tokens.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from paretoalign.data.prompts import transcript_messages
+from paretoalign.data.transcripts import transcript_messages
 from paretoalign.data.tokenize import prompt_token_ids
 
 __all__ = ["Completion", "encode_prompts", "end_of_sequence_ids", "generate_completions", "trim_at_end_of_sequence"]
@@ -49,7 +49,7 @@ def encode_prompts(
 
     A message list is rendered with the chat template and the generation prompt (the template carries its own
     special tokens); with ``render_transcripts`` and a tokenizer that has a chat template, so is a string, read as an
-    HH-RLHF transcript (:func:`paretoalign.data.prompts.transcript_messages`). Other strings are tokenised as the
+    HH-RLHF transcript (:func:`paretoalign.data.transcripts.transcript_messages`). Other strings are tokenised as the
     preference trainer tokenises prompts with ``add_special_tokens`` (:func:`paretoalign.data.tokenize.prompt_token_ids`:
     the BOS, never doubled), or as they are without it (TRL's GRPOTrainer). ``max_prompt_tokens`` keeps the last
     tokens.
@@ -96,18 +96,31 @@ def generate_completions(
     num_return_sequences: int = 1,
     do_sample: bool = False,
     temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
     batch_size: int = 16,
 ) -> list[list[Completion]]:
     """``num_return_sequences`` completions per prompt (see the module docstring), in prompt order.
 
-    The model runs in eval mode and is returned to its previous mode.
+    With ``seed``, sampling draws from a random state seeded with it (the same completions on every call with the same
+    arguments, on the same device); the global random state is restored afterwards. The model runs in eval mode and
+    is returned to its previous mode.
     """
     if max_new_tokens < 1 or num_return_sequences < 1 or batch_size < 1:
         raise ValueError("max_new_tokens, num_return_sequences and batch_size must be at least 1.")
+    if do_sample and not (temperature > 0 and 0 < top_p <= 1):
+        raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature} and {top_p}.")
     device = next(model.parameters()).device
+    if seed is not None:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return generate_completions(
+                model, tokenizer, prompt_ids, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+                do_sample=do_sample, temperature=temperature, top_p=top_p, batch_size=batch_size,
+            )
     eos_ids = end_of_sequence_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": top_p} if do_sample else {
         "do_sample": False}
     prompts_per_call = max(1, batch_size // num_return_sequences)
     copies_per_call = min(num_return_sequences, batch_size)

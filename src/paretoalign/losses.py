@@ -9,15 +9,23 @@ and the implicit reward margin ``h_i = beta * delta_i``, objective k's loss is
 
 ``L_k = sum_i |S_ik| l(S_ik h_i) / max(1, sum_i |S_ik|)``
 
-with ``l`` one of (the definitions of TRL's DPO loss types):
+(``tie_handling="exclude"``: the mean over the pairs labelled for objective k). ``tie_handling="include"`` is the RACO
+authors' mean over all N pairs (``dpo_trainer.py`` of PeterLauLukChen/RACO: ``-logsigmoid(beta * s * delta).mean()``
+with ``s = 0`` for an unlabelled pair):
+
+``L_k = sum_i l(S_ik h_i) / N``
+
+where an unlabelled pair adds ``l(0)``, the loss of a zero-margin pair (``log 2`` for sigmoid, ``1 / (4 beta^2)``
+for IPO, 1 for hinge), and no gradient. With ``l`` one of (the definitions of TRL's DPO loss types):
 
 * ``sigmoid``: ``l(z) = -log sigmoid(z)`` (DPO, Rafailov et al. 2023, arXiv 2305.18290);
 * ``ipo``: ``l(z) = (z / beta - 1 / (2 beta))^2`` (IPO, Azar et al. 2023, arXiv 2310.12036). TRL feeds IPO the
-  per-token *average* log-ratios; the preference trainer does the same when ``loss_type="ipo"``;
+  per-token *average* log-ratios; the preference trainer does the same for IPO unless ``length_normalized`` says
+  otherwise (for every loss type it can average, as the RACO authors' ``raco_length_normalized``);
 * ``hinge``: ``l(z) = max(0, 1 - z)`` (SLiC, Zhao et al. 2023, arXiv 2305.10425).
 
 One forward pass over the N pairs yields all K losses; an objective without a labelled pair in the batch gets
-loss 0 and a zero gradient (never NaN).
+a zero gradient (never NaN) and loss 0 (``exclude``) or ``l(0)`` (``include``).
 """
 
 from __future__ import annotations
@@ -29,10 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LOSS_TYPES", "PreferenceMetrics", "preference_losses", "preference_metrics"]
+__all__ = ["LOSS_TYPES", "TIE_HANDLINGS", "PreferenceMetrics", "preference_losses", "preference_metrics"]
 
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+#: How unlabelled pairs (label 0) enter an objective's mean: left out, or counted with a zero-margin loss.
+TIE_HANDLINGS = ("exclude", "include")
 
 
 def _pair_loss(loss_type: str, beta: float) -> Callable[[Tensor], Tensor]:
@@ -58,7 +68,9 @@ def _check_inputs(logratio_diff: Tensor, labels: Tensor, beta: float) -> None:
         raise ValueError("labels must hold only +1 (a preferred), -1 (b preferred) and 0 (no label).")
 
 
-def preference_losses(logratio_diff: Tensor, labels: Tensor, beta: float, loss_type: str = "sigmoid") -> Tensor:
+def preference_losses(
+    logratio_diff: Tensor, labels: Tensor, beta: float, loss_type: str = "sigmoid", tie_handling: str = "exclude"
+) -> Tensor:
     """The K per-objective preference losses ``L_k`` (see the module docstring), shape [K].
 
     Args:
@@ -66,12 +78,18 @@ def preference_losses(logratio_diff: Tensor, labels: Tensor, beta: float, loss_t
         labels: [N, K] integer label matrix ``S`` in {+1, -1, 0}.
         beta: KL-regularisation strength (RACO's default is 0.2).
         loss_type: ``sigmoid`` | ``ipo`` | ``hinge``.
+        tie_handling: ``exclude`` (mean over the labelled pairs) | ``include`` (mean over all N pairs, an unlabelled
+            pair adding the zero-margin loss ``l(0)``, as the RACO authors' code).
     """
     _check_inputs(logratio_diff, labels, beta)
+    if tie_handling not in TIE_HANDLINGS:
+        raise ValueError(f"unknown tie_handling {tie_handling!r}; choose one of {TIE_HANDLINGS}.")
     pair_loss = _pair_loss(loss_type, beta)
     signs = labels.to(logratio_diff.dtype)
-    labelled = signs.abs()
     per_pair = pair_loss(signs * (beta * logratio_diff)[:, None])
+    if tie_handling == "include":
+        return per_pair.sum(dim=0) / max(1, per_pair.shape[0])
+    labelled = signs.abs()
     per_pair = torch.where(labelled > 0, per_pair, torch.zeros_like(per_pair))
     return per_pair.sum(dim=0) / labelled.sum(dim=0).clamp_min(1.0)
 

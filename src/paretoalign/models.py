@@ -12,6 +12,7 @@ never leaves a half-written folder.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import logging
 import os
@@ -33,17 +34,26 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from accelerate import PartialState
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.pytorch_utils import Conv1D
 
 from paretoalign.gguf import load_gguf, smollm2_gguf_path
 from paretoalign.io import replace_directory, staging_directory
 
 __all__ = [
-    "BUILTIN_MODELS", "TORCH_DTYPES", "ModelSource", "apply_lora", "frozen_reference", "load_policy",
-    "load_pretrained", "load_trained", "reference_logps", "resolve_model", "save_policy", "sequence_logps",
+    "BUILTIN_MODELS", "QUANTIZATION_BITS", "TORCH_DTYPES", "ModelSource", "apply_lora", "frozen_reference",
+    "is_quantized", "load_policy", "load_pretrained", "load_trained", "place_on", "quantization_config",
+    "check_sequence_shapes", "masked_sequence_sum", "reference_logps", "resolve_model", "save_policy",
+    "sequence_logps", "token_logps",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +66,9 @@ LORA_LAYER_TYPES = (nn.Linear, Conv1D)
 BUILTIN_PREFIX = "builtin:"
 #: ``builtin:NAME`` models -> the function that finds the shipped file.
 BUILTIN_MODELS = {"smollm2": smollm2_gguf_path}
+#: Bit widths of quantised base weights (bitsandbytes): 4 (NF4 / FP4, QLoRA) and 8 (LLM.int8()).
+QUANTIZATION_BITS = (4, 8)
+
 #: ``torch_dtype`` names -> what ``from_pretrained`` takes (``auto``: the dtype the checkpoint was saved in).
 TORCH_DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 #: A Hugging Face Hub repository id: ``NAME`` or ``ORG/NAME`` (letters, digits, ``-``, ``_``, ``.``).
@@ -137,6 +150,53 @@ def load_pretrained(auto_class: Any, source: ModelSource, *, revision: str | Non
         raise FileNotFoundError(message) from error
 
 
+def quantization_config(
+    bits: int, *, quant_type: str = "nf4", nested: bool = False, compute_dtype: torch.dtype = torch.bfloat16
+) -> BitsAndBytesConfig:
+    """The bitsandbytes config of base weights quantised to `bits` (QLoRA, Dettmers et al. 2023, arXiv 2305.14314).
+
+    4 bits: ``quant_type`` ``nf4`` (4-bit NormalFloat, the QLoRA paper's) or ``fp4``, computing in `compute_dtype`,
+    with the quantisation constants quantised again when `nested` (double quantisation). 8 bits: LLM.int8() (Dettmers et
+    al. 2022, arXiv 2208.07339). Quantised weights are frozen; only a LoRA adapter on top of them trains.
+
+    Raises:
+        ValueError: `bits` is not 4 or 8, `quant_type` is not nf4 or fp4, or this machine cannot run bitsandbytes
+            (the package is missing, or there is no CUDA GPU); the message says which.
+    """
+    if bits not in QUANTIZATION_BITS:
+        raise ValueError(f"quantised base weights have 4 or 8 bits, got {bits}.")
+    if quant_type not in ("nf4", "fp4"):
+        raise ValueError(f"bnb_4bit_quant_type must be 'nf4' or 'fp4', got {quant_type!r}.")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError(
+            f"{bits}-bit base weights (QLoRA) need the bitsandbytes package: `pip install bitsandbytes`, on a machine "
+            "with a CUDA GPU."
+        )
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"{bits}-bit base weights (QLoRA) run on a CUDA GPU through bitsandbytes, and this machine has none; "
+            "turn load_in_4bit / load_in_8bit off (LoRA on full-precision weights trains the same adapter)."
+        )
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant_type,
+        bnb_4bit_use_double_quant=nested,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """True for a model (or a PEFT model around one) whose base weights were loaded quantised by bitsandbytes."""
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def place_on(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """`model` moved to `device`; a quantised model stays where loading placed it (bitsandbytes weights cannot move)."""
+    return model if is_quantized(model) else model.to(device)
+
+
 def load_policy(
     model: str | os.PathLike,
     *,
@@ -146,6 +206,7 @@ def load_policy(
     revision: str | None = None,
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
+    quantization: BitsAndBytesConfig | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal language model and its tokenizer from a local directory, a GGUF file, a built-in name or the Hub.
 
@@ -160,6 +221,8 @@ def load_policy(
         attn_implementation: the attention kernel (``eager``, ``sdpa``, ``flash_attention_2``, ...; default:
             transformers' choice).
         trust_remote_code: run the modelling code a Hub model ships (only for models you trust).
+        quantization: load the base weights quantised (:func:`quantization_config`), placed on this process's GPU
+            (``device_map={"": local process index}``), ready for a LoRA adapter; not for GGUF files.
 
     Returns:
         ``(model, tokenizer)``: the model as `from_pretrained` returns it (eval mode), and a tokenizer that
@@ -170,12 +233,14 @@ def load_policy(
         FileNotFoundError: `model` (or the GGUF file) does not exist, the directory has no ``config.json``, or a
             Hub id that is neither cached nor downloadable (see :func:`load_pretrained`).
         ValueError: a file that is not GGUF, `gguf_file` given with a file path or a Hub id, a `revision` for a
-            local model, or a tokenizer that has neither a pad nor an EOS token.
+            local model, `quantization` of a GGUF file, or a tokenizer that has neither a pad nor an EOS token.
     """
     started = time.perf_counter()
     source = resolve_model(model)
     _check_revision(source, revision)
     options = {"dtype": torch_dtype, "attn_implementation": attn_implementation, "trust_remote_code": trust_remote_code}
+    if quantization is not None:
+        options.update(quantization_config=quantization, device_map={"": PartialState().local_process_index})
     if source.hub_id is not None:
         if gguf_file is not None:
             raise ValueError(
@@ -193,6 +258,11 @@ def load_policy(
             tokenizer = load_pretrained(AutoTokenizer, local, trust_remote_code=trust_remote_code)
             origin = f"model directory {path}"
         else:
+            if quantization is not None:
+                raise ValueError(
+                    f"{path} is a GGUF file, loaded through a de-quantised copy; bitsandbytes quantisation "
+                    "(load_in_4bit / load_in_8bit) takes a Hugging Face model directory or Hub id."
+                )
             policy, tokenizer, cache_folder = load_gguf(path, cache_dir, torch_dtype, attn_implementation)
             policy.name_or_path = str(path)
             policy.config.name_or_path = str(path)
@@ -280,13 +350,17 @@ def apply_lora(
     ``use_dora`` makes it a DoRA adapter (weight-decomposed LoRA, Liu et al. 2024, arXiv 2402.09353: a trainable
     magnitude per output row times the normalised direction of ``W + BA``).
 
-    `model` is modified in place (the LoRA layers are injected into it) and returned wrapped in a `PeftModel`.
+    `model` is modified in place (the LoRA layers are injected into it) and returned wrapped in a `PeftModel`. A
+    quantised model (:func:`is_quantized`) is first prepared by PEFT's ``prepare_model_for_kbit_training`` (its
+    unquantised weights, the norms, in float32; input gradients on), the QLoRA recipe.
     A name matches a layer whose qualified name is that name or ends with ``.name`` (PEFT's rule).
 
     Raises:
         ValueError: none of `target_modules` names a Linear layer of the model; the message lists the
             model's Linear layer names. A name that matches nothing while others match is logged as a warning.
     """
+    if is_quantized(model):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     requested = (target_modules,) if isinstance(target_modules, str) else tuple(target_modules)
     layer_names = [name for name, module in model.named_modules() if isinstance(module, LORA_LAYER_TYPES)]
     available = sorted({name.rsplit(".", 1)[-1] for name in layer_names})
@@ -330,6 +404,46 @@ def apply_lora(
     return peft_model
 
 
+def token_logps(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Log-probability of every token given the tokens before it: ``result[b, t] = log pi(input_ids[b, t + 1] |
+    input_ids[b, :t + 1])``, shape [B, T - 1] (the logits at position ``t`` predict token ``t + 1``).
+
+    Each is its logit minus the log-sum-exp of its row, in float32 (float64 for a float64 model), so no [B, T, V]
+    log-softmax tensor is built: float32 logits are used as they are, and lower-precision logits are upcast one
+    sequence at a time (autograd keeps those rows for the backward pass).
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1, :]
+    targets = input_ids[:, 1:]
+    compute_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    target_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).to(compute_dtype)
+    if logits.dtype == compute_dtype:
+        normalisers = torch.logsumexp(logits, dim=-1)
+    else:
+        normalisers = torch.stack([torch.logsumexp(row.to(compute_dtype), dim=-1) for row in logits])
+    return target_logits - normalisers
+
+
+def masked_sequence_sum(token_logps: torch.Tensor, response_mask: torch.Tensor, average: bool = False) -> torch.Tensor:
+    """``sum_t response_mask[b, t + 1] * token_logps[b, t]`` per row (:func:`token_logps` [B, T - 1] and the
+    [B, T] mask), or with `average` that sum over the number of selected tokens (a row with none gives 0)."""
+    selected = response_mask[:, 1:].bool()
+    totals = torch.where(selected, token_logps, torch.zeros_like(token_logps)).sum(dim=-1)
+    if not average:
+        return totals
+    return totals / selected.sum(dim=-1).clamp(min=1).to(totals.dtype)
+
+
+def check_sequence_shapes(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor) -> None:
+    """Raise ValueError unless the three are [B, T] and `response_mask` leaves position 0 (no context) out."""
+    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape or response_mask.shape != input_ids.shape:
+        raise ValueError(
+            "input_ids, attention_mask and response_mask must all have shape [batch, length]; got "
+            f"{tuple(input_ids.shape)}, {tuple(attention_mask.shape)} and {tuple(response_mask.shape)}."
+        )
+    if bool(response_mask[:, 0].any()):
+        raise ValueError("response_mask selects position 0, which has no preceding token to predict it from.")
+
+
 def sequence_logps(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -341,11 +455,8 @@ def sequence_logps(
 
     ``result[b] = sum_t response_mask[b, t] * log pi(input_ids[b, t] | input_ids[b, :t])``, where the logits at
     position ``t - 1`` predict token ``t``; with `average`, divided by the number of selected tokens (a row
-    with none gives 0). `response_mask` must be 0 on padding and at position 0, which has no context.
-
-    Each token's log-probability is its logit minus the log-sum-exp of its row, in float32 (float64 for a
-    float64 model), so no [B, T, V] log-softmax tensor is built: float32 logits are used as they are, and
-    lower-precision logits are upcast one sequence at a time (autograd keeps those rows for the backward pass).
+    with none gives 0). `response_mask` must be 0 on padding and at position 0, which has no context. The
+    per-token values are :func:`token_logps`, summed by :func:`masked_sequence_sum`.
 
     Args:
         model: a causal language model returning ``.logits`` of shape [B, T, V].
@@ -355,31 +466,8 @@ def sequence_logps(
     Returns:
         A tensor of shape [B] that carries gradients to the model's trainable parameters.
     """
-    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape or response_mask.shape != input_ids.shape:
-        raise ValueError(
-            "input_ids, attention_mask and response_mask must all have shape [batch, length]; got "
-            f"{tuple(input_ids.shape)}, {tuple(attention_mask.shape)} and {tuple(response_mask.shape)}."
-        )
-    if bool(response_mask[:, 0].any()):
-        raise ValueError("response_mask selects position 0, which has no preceding token to predict it from.")
-
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1, :]
-    targets = input_ids[:, 1:]
-    selected = response_mask[:, 1:].bool()
-
-    compute_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    target_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).to(compute_dtype)
-    if logits.dtype == compute_dtype:
-        normalisers = torch.logsumexp(logits, dim=-1)
-    else:
-        normalisers = torch.stack([torch.logsumexp(row.to(compute_dtype), dim=-1) for row in logits])
-    token_logps = target_logits - normalisers
-
-    totals = torch.where(selected, token_logps, torch.zeros_like(token_logps)).sum(dim=-1)
-    if not average:
-        return totals
-    counts = selected.sum(dim=-1).clamp(min=1).to(totals.dtype)
-    return totals / counts
+    check_sequence_shapes(input_ids, attention_mask, response_mask)
+    return masked_sequence_sum(token_logps(model, input_ids, attention_mask), response_mask, average)
 
 
 def frozen_reference(model: nn.Module) -> nn.Module:
@@ -426,8 +514,12 @@ def save_policy(
     model: PreTrainedModel | PeftModel,
     tokenizer: PreTrainedTokenizerBase,
     output_dir: str | os.PathLike,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save a policy (only the adapter for a `PeftModel`) and its tokenizer to `output_dir`, atomically.
+
+    `state_dict`, when given, is saved instead of the model's own: the full weights gathered from the shards of a
+    sharded (FSDP) model.
 
     The files are written to a temporary sibling directory that is then renamed to `output_dir`. An existing
     `output_dir` is replaced (moved aside, then deleted) only if it is empty or holds a saved model
@@ -447,7 +539,7 @@ def save_policy(
         )
     destination.parent.mkdir(parents=True, exist_ok=True)
     with staging_directory(destination) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
+        model.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         replace_directory(staging, destination)
     kind = "LoRA adapter" if isinstance(model, PeftModel) else "model"
@@ -465,6 +557,7 @@ def load_trained(
     revision: str | None = None,
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
+    quantization: BitsAndBytesConfig | None = None,
 ) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
     """Load a policy written by `save_policy`: full weights, or a LoRA adapter on its base model.
 
@@ -480,7 +573,7 @@ def load_trained(
         torch_dtype: dtype of the loaded weights (see `load_policy`).
         is_trainable: for an adapter, keep its weights trainable (to continue training) instead of frozen.
         revision: for an adapter, the revision of a Hub base model (full weights are local and take none).
-        attn_implementation, trust_remote_code: as in `load_policy`.
+        attn_implementation, trust_remote_code, quantization: as in `load_policy`.
 
     Raises:
         FileNotFoundError: `output_dir` does not exist or holds neither ``config.json`` nor
@@ -499,7 +592,7 @@ def load_trained(
             )
         return load_policy(
             saved, torch_dtype=torch_dtype, attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=trust_remote_code, quantization=quantization,
         )
 
     recorded_base = json.loads(adapter_config_path.read_text()).get("base_model_name_or_path")
@@ -510,7 +603,7 @@ def load_trained(
         )
     base_policy, tokenizer = load_policy(
         base, cache_dir=cache_dir, torch_dtype=torch_dtype, revision=revision,
-        attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation, trust_remote_code=trust_remote_code, quantization=quantization,
     )
     policy = PeftModel.from_pretrained(base_policy, str(saved), is_trainable=is_trainable)
     if (saved / TOKENIZER_CONFIG_NAME).is_file():

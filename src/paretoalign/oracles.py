@@ -4,7 +4,8 @@ Every oracle ranks the n responses to one prompt and says what that cost in quer
 OracleRanking`): a :class:`RewardOracle` scores all n at once (one query); a :class:`LabelsFileOracle` or a
 :class:`HumanOracle` finds the best with n - 1 pairwise comparisons against a running best
 (:func:`paretoalign.tpo.running_best`), one query each. The config spec of an oracle is ``{type: reward, <reward
-spec>}``, ``{type: labels, path: FILE}`` or ``{type: human, answers: FILE}`` (:func:`build_oracle`).
+spec>}``, ``{type: labels, path: FILE}`` (or ``{type: labels, dataset: ORG/NAME, split: SPLIT}``) or ``{type: human,
+answers: FILE}`` (:func:`build_oracle`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from paretoalign.data.columns import data_source, is_single_source, iter_rows, resolve_data_source
+from paretoalign.data.files import HubDataset, RowLocation
 from paretoalign.rewards.builtin import RewardFunction
 from paretoalign.rewards.specs import build_reward, parse_reward_spec, reward_label, scores_of
 from paretoalign.tpo import OracleRanking, ranking_from_scores, running_best
@@ -70,51 +73,45 @@ class RewardOracle:
 
 
 class LabelsFileOracle:
-    """Pairwise labels read from a JSONL file of ``{"prompt", "response_a", "response_b", "preferred"}`` rows
-    (``preferred``: ``"a"`` or ``"b"``), looked up by :func:`pair_key` in either order.
+    """Pairwise labels read from rows ``{"prompt", "response_a", "response_b", "preferred"}`` (``preferred``: ``"a"``
+    or ``"b"``), looked up by :func:`pair_key` in either order.
 
-    A pair missing from the file is counted in ``unknown_pairs`` (with its prompt in ``unknown_examples``) and
+    The rows come from any data source (:func:`paretoalign.data.columns.resolve_data_source`): a JSON Lines, JSON or
+    Parquet file, a saved dataset, or a Hugging Face dataset ``{dataset: ORG/NAME or a local clone, name, split,
+    revision}``; an error names the file (or dataset, config and split), the line (or row) and the field.
+
+    A pair missing from the labels is counted in ``unknown_pairs`` (with its prompt in ``unknown_examples``) and
     keeps the running best; it is not charged, since no label was used. Contradicting rows are an error.
     """
 
     name = "labels"
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+    def __init__(self, source: str | os.PathLike | HubDataset | Mapping[str, Any]) -> None:
+        self.source = data_source(resolve_data_source(source))
         self.preferred: dict[str, str] = {}
         self.unknown_pairs = 0
         self.unknown_examples: list[str] = []
         self._load()
 
     def _load(self) -> None:
-        if not self.path.is_file():
-            raise FileNotFoundError(f"labels file not found: {self.path}")
+        unit, rows = iter_rows(self.source)
         first_row: dict[str, int] = {}
-        with self.path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                where = f"{self.path}, line {line_number}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{where}: not valid JSON ({error.msg}).") from error
-                if not isinstance(row, dict):
-                    raise ValueError(f"{where}: a row must be an object, got {type(row).__name__}.")
-                for name in ("prompt", "response_a", "response_b"):
-                    if not isinstance(row.get(name), str):
-                        raise ValueError(f"{where}: field {name!r} must be a string.")
-                choice = row.get("preferred")
-                if choice not in ("a", "b"):
-                    raise ValueError(f"{where}: field 'preferred' must be 'a' or 'b', got {choice!r}.")
-                key = pair_key(row["prompt"], row["response_a"], row["response_b"])
-                winner = row["response_a"] if choice == "a" else row["response_b"]
-                if key in self.preferred and self.preferred[key] != winner:
-                    raise ValueError(
-                        f"{where}: contradicts line {first_row[key]} on the same prompt and pair of responses."
-                    )
-                self.preferred[key] = winner
-                first_row.setdefault(key, line_number)
+        for line, row in rows:
+            where = RowLocation(str(self.source), line, unit)
+            if not isinstance(row, Mapping):
+                raise where.error(f"a row must be an object, got {type(row).__name__}")
+            for name in ("prompt", "response_a", "response_b"):
+                if not isinstance(row.get(name), str):
+                    raise where.error("must be a string", name)
+            choice = row.get("preferred")
+            if choice not in ("a", "b"):
+                raise where.error(f"must be 'a' or 'b', got {choice!r}", "preferred")
+            key = pair_key(row["prompt"], row["response_a"], row["response_b"])
+            winner = row["response_a"] if choice == "a" else row["response_b"]
+            if key in self.preferred and self.preferred[key] != winner:
+                raise where.error(f"contradicts {unit} {first_row[key]} on the same prompt and pair of responses")
+            self.preferred[key] = winner
+            first_row.setdefault(key, line)
 
     def max_cost(self, num_responses: int) -> int:
         return num_responses - 1
@@ -237,8 +234,8 @@ class HumanOracle:
 
 
 def build_oracle(spec: Any, *, input_stream: IO[str] | None = None, output_stream: IO[str] | None = None) -> Oracle:
-    """An oracle from its config spec: ``{type: reward, <reward spec>}``, ``{type: labels, path: FILE}`` or
-    ``{type: human, answers: FILE}``."""
+    """An oracle from its config spec: ``{type: reward, <reward spec>}``, ``{type: labels, path: FILE}`` (or a
+    dataset source ``{type: labels, dataset: ..., split: ...}``) or ``{type: human, answers: FILE}``."""
     if not isinstance(spec, dict) or "type" not in spec:
         raise ValueError("oracle must be a mapping with a 'type': reward | labels | human.")
     kind = spec["type"]
@@ -247,9 +244,12 @@ def build_oracle(spec: Any, *, input_stream: IO[str] | None = None, output_strea
         spec = parse_reward_spec(rest, "oracle")
         return RewardOracle(build_reward(spec, "oracle"), name=reward_label(spec))
     if kind == "labels":
-        if "path" not in rest:
-            raise ValueError("oracle: type 'labels' needs 'path' (a JSONL file of prompt/response_a/response_b/preferred).")
-        return LabelsFileOracle(rest["path"])
+        if not is_single_source(rest):
+            raise ValueError(
+                "oracle: type 'labels' needs 'path' (a file of prompt/response_a/response_b/preferred rows) or "
+                "'dataset' (a Hugging Face dataset of such rows, with name, split, revision)."
+            )
+        return LabelsFileOracle(rest)
     if kind == "human":
         if "answers" not in rest:
             raise ValueError("oracle: type 'human' needs 'answers' (the JSONL file the answers are appended to).")

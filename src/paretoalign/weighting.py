@@ -20,6 +20,9 @@ aggregators and its autogram engine. Names accepted by :func:`get_weighting`:
   sqrt(w^T G w) / sqrt(p^T G p) * p`` with ``p`` the dual solution.
 * ``raco``: RACO's CAGrad-Clip (Chen, Li, Chen, Lin 2026, arXiv 2602.02495): the CAGrad dual solution clipped by the
   user weights, ``p~ = min(p, w)``, then the same formula with ``p~``.
+* ``amopo``: AMoPO's adaptive weights (Liu et al. 2025, arXiv 2506.07165): ``alpha_k = w_k exp(a_k) / sum_j w_j
+  exp(a_j)`` with ``a_k`` a Gaussian draw from the policy's token probabilities on objective k's pairs (the Gram
+  matrix is not used); the preference trainer pairs it with AMoPO's reference-free, length-normalised loss.
 
 The CAGrad dual ``min_{p in simplex} p^T G w + c ||g_0|| sqrt(p^T G p)`` is solved without a conic solver:
 in closed form for K = 2 (stationary points of a quadratic in the mixing weight, plus the end points, in
@@ -41,9 +44,10 @@ from torch import Tensor
 from torchjd.aggregation import MGDAWeighting, PCGradWeighting, UPGradWeighting, Weighting
 
 __all__ = [
-    "CAGradDualSolution", "ClippedCAGradWeighting", "UserWeightedMGDA", "UserWeightedPCGrad", "UserWeightedUPGrad",
-    "WEIGHTINGS", "WeightedCAGradWeighting", "WeightedSumWeighting", "UserWeighting", "get_weighting",
-    "solve_cagrad_dual", "validate_weights", "weights_for",
+    "AMoPOWeighting", "CAGradDualSolution", "ClippedCAGradWeighting", "UserWeightedMGDA", "UserWeightedPCGrad",
+    "UserWeightedUPGrad", "WEIGHTINGS", "WeightedCAGradWeighting", "WeightedSumWeighting", "UserWeighting",
+    "amopo_alpha", "amopo_objective_scores", "amopo_sequence_draws", "get_weighting", "solve_cagrad_dual",
+    "validate_weights", "weights_for",
 ]
 
 #: Largest K handled by the exact face enumeration of the CAGrad dual (2^K - 1 faces).
@@ -453,6 +457,116 @@ class ClippedCAGradWeighting(WeightedCAGradWeighting):
         return text + (f", clip_threshold={self.clip_threshold}" if self.clip_target == "gradient_norm" else "")
 
 
+def amopo_sequence_draws(token_probabilities: Tensor, mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    r"""AMoPO's Gaussian draw per sequence: ``z_b = m_b + s_b eps_b`` with ``eps_b ~ N(0, 1)``, shape [B].
+
+    ``m_b`` and ``s_b`` are the mean and the standard deviation (Bessel-corrected, as ``torch.std``; 0 for a single
+    token) of the probabilities ``p_t = pi(y_t | x, y_<t)`` of sequence b's response tokens (``mask``); a sequence
+    without a response token draws 0. This is the authors' ``torch.normal(mean, std)`` over the non-zero masked token
+    probabilities (``trainer_multi_obj.py`` of Javkonline/AMoPO), without gradient.
+
+    Args:
+        token_probabilities: [B, T] probabilities of the tokens.
+        mask: [B, T] boolean or 0/1, True on the response tokens.
+        generator: the CPU random source of ``eps`` (torch's global one when None).
+    """
+    if token_probabilities.shape != mask.shape or token_probabilities.ndim != 2:
+        raise ValueError(
+            f"token_probabilities and mask must both have shape [B, T], got {tuple(token_probabilities.shape)} and "
+            f"{tuple(mask.shape)}."
+        )
+    selected = mask.bool()
+    values = token_probabilities.detach().double()
+    counts = selected.sum(dim=1).double()
+    means = torch.where(selected, values, 0.0).sum(dim=1) / counts.clamp_min(1.0)
+    squares = torch.where(selected, (values - means[:, None]) ** 2, 0.0).sum(dim=1)
+    stds = torch.where(counts > 1, (squares / (counts - 1).clamp_min(1.0)).sqrt(), 0.0)
+    noise = torch.randn(values.shape[0], generator=generator, dtype=torch.float64).to(values.device)
+    return torch.where(counts > 0, means + stds * noise, 0.0)
+
+
+def amopo_objective_scores(draws: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Per objective k, ``sum_{i: S_ik != 0} (z_{a,i} + z_{b,i})`` and the count of those pairs, both shape [K].
+
+    ``draws`` [2N] holds :func:`amopo_sequence_draws` of the ``y_a`` rows, then of the ``y_b`` rows; ``labels`` is the
+    [N, K] label matrix. Objective k's score ``a_k`` is the sum over the count: the mean over its labelled pairs of
+    its winner's and loser's draws (the authors add the two draws of each dimension's pair). Sums and counts add up
+    over micro-batches and processes before the division.
+    """
+    num_pairs = labels.shape[0]
+    if labels.ndim != 2 or draws.shape != (2 * num_pairs,):
+        raise ValueError(f"draws must have shape [2N] for labels of shape [N, K], got {tuple(draws.shape)} and "
+                         f"{tuple(labels.shape)}.")
+    pair_draws = (draws[:num_pairs] + draws[num_pairs:]).double()
+    labelled = (labels != 0).to(pair_draws.device, torch.float64)
+    return pair_draws @ labelled, labelled.sum(dim=0)
+
+
+def amopo_alpha(weights: Tensor, scores: Tensor) -> Tensor:
+    r"""AMoPO's adaptive coefficients, tilted by the user weights: ``alpha_k = w_k exp(a_k) / sum_j w_j exp(a_j)``.
+
+    With equal weights this is the paper's ``softmax(a)``. An objective whose score is NaN (no labelled pair)
+    gets ``alpha_k = 0``; when every score is NaN, ``alpha = w``.
+    """
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    a = torch.as_tensor(scores, dtype=torch.float64).to(w.device)
+    if a.shape != w.shape:
+        raise ValueError(f"one score per objective: {a.numel()} scores for {w.numel()} weights.")
+    present = ~torch.isnan(a) & (w > 0)
+    if not present.any():
+        return w.clone()
+    shifted = torch.where(present, a - a[present].max(), 0.0)
+    tilted = torch.where(present, w * shifted.exp(), 0.0)
+    return tilted / tilted.sum()
+
+
+class AMoPOWeighting(UserWeighting):
+    r"""AMoPO (Liu, Ruan, Li, et al. 2025, "AMoPO: Adaptive Multi-objective Preference Optimization without Reward
+    Models and Reference Models", ACL Findings, arXiv 2506.07165).
+
+    The loss (the paper's Eq. 9 as the RACO authors' ``--mode amopo`` implements it) is
+    ``L = -sum_k alpha_k mean_i log sigmoid(beta / |y_w^k| log pi(y_w^k) - beta / |y_l^k| log pi(y_l^k))`` with each
+    objective's own winner and loser: reference-free and length-normalised; the preference trainer forms it from
+    :func:`paretoalign.losses.preference_losses` on the reference-free average log-probability margins.
+
+    ``adaptive=True``: before each update the trainer hands over the scores ``a_k``
+    (:meth:`set_scores`, from :func:`amopo_sequence_draws` and :func:`amopo_objective_scores`) and
+    ``alpha = amopo_alpha(w, a)``, the paper's adaptive weight assignment (a Gaussian over the policy's token
+    probabilities, softmax over the dimensions). ``adaptive=False``: ``alpha = w``, the RACO authors' static AMoPO
+    baseline (``raco_weights`` as alpha). The Gram matrix is only checked, never used. Without scores (none set
+    yet) ``alpha = w``.
+
+    Where this differs from the AMoPO authors' code (``trainer_multi_obj.py`` of Javkonline/AMoPO): they condition
+    each dimension's prompt on that dimension (``x^k = f(x, d_k)``), so each objective has its own forward passes; our
+    pairs share one prompt, so ``a_k`` differs between objectives only through which pairs are labelled for k and the
+    Gaussian noise. Their softmax runs over every (dimension, example) row of the micro-batch; ours over the K
+    objectives, ``a_k`` averaged over k's labelled pairs of the whole accumulation window and all processes (so
+    every process applies the same alpha). Their SimPO target margin ``gamma`` (``simpo_gamma``) is left out, as in
+    the RACO authors' baseline. ``w`` tilts the softmax so a weight sweep traces a front; equal weights give the
+    paper's rule exactly.
+    """
+
+    def __init__(self, weights: Sequence[float] | Tensor, adaptive: bool = True) -> None:
+        super().__init__(weights)
+        self.adaptive = bool(adaptive)
+        self.scores: Tensor | None = None
+
+    def set_scores(self, scores: Tensor | None) -> None:
+        """The scores ``a_k`` [K] of the next update (NaN for an objective without a labelled pair); None: none."""
+        if scores is not None and scores.shape != (self.num_objectives,):
+            raise ValueError(f"one score per objective: got shape {tuple(scores.shape)} for {self.num_objectives}.")
+        self.scores = None if scores is None else scores.detach().double().cpu()
+
+    def forward(self, gram: Tensor, /) -> Tensor:
+        w = self._weights_like(gram)
+        if not self.adaptive or self.scores is None:
+            return w.clone()
+        return amopo_alpha(self.weights, self.scores).to(device=gram.device, dtype=gram.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, adaptive={self.adaptive}"
+
+
 WEIGHTINGS: dict[str, Callable[..., UserWeighting]] = {
     "weighted_sum": WeightedSumWeighting,
     "mgda": UserWeightedMGDA,
@@ -460,6 +574,7 @@ WEIGHTINGS: dict[str, Callable[..., UserWeighting]] = {
     "upgrad": UserWeightedUPGrad,
     "cagrad": WeightedCAGradWeighting,
     "raco": ClippedCAGradWeighting,
+    "amopo": AMoPOWeighting,
 }
 
 

@@ -10,7 +10,11 @@ import yaml
 from safetensors.torch import load_file
 
 from paretoalign.cli import main
+from paretoalign.commands.transfer import preference_update
+from paretoalign.config import parse_config
+from paretoalign.models import reference_logps, sequence_logps
 from paretoalign.tpo import SELF_SOURCE
+from paretoalign.trainers.transfer import TransferConfig, TransferTrainer
 
 REWARDS_MODULE = """\
 def gold(prompts, completions, **kwargs):
@@ -104,6 +108,43 @@ def test_resume_continues_bit_for_bit(tmp_path, tiny_model_dir):
     assert all(torch.equal(weights_a[name], weights_b[name]) for name in weights_a)
     # The adapter learned: LoRA's B matrices start at zero.
     assert any(weights_a[name].abs().max() > 0 for name in weights_a if "lora_B" in name)
+
+
+@pytest.mark.parametrize("use_lora", [True, False])
+@pytest.mark.parametrize("reference", ["initial", "iteration_start"])
+def test_reference_is_the_initial_policy_or_the_policy_at_the_iteration_start(
+    tmp_path, tiny_model_dir, reference, use_lora
+):
+    config = parse_config(TransferConfig, _write_run(tmp_path, tiny_model_dir, iterations=2, label_budget=20,
+                                                     learning_rate=1e-2, reference=reference, use_lora=use_lora), [])
+    train = preference_update(config)
+    seen = {}
+
+    def recording_update(model, tokenizer, pairs, reference_model, iteration):
+        """Log-probabilities of one fixed reply under the policy and under the iteration's reference, then train."""
+        batch = tokenizer(["How do I bake bread? Mix flour, water and salt."], return_tensors="pt")
+        response = batch["attention_mask"].clone()
+        response[:, :4] = 0
+        sequences = (batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device),
+                     response.to(model.device))
+        with torch.no_grad():
+            seen[iteration] = {"policy": sequence_logps(model, *sequences).item(),
+                               "reference": reference_logps(model, reference_model, *sequences).item()}
+        return train(model, tokenizer, pairs, reference_model, iteration)
+
+    TransferTrainer(config, recording_update).train()
+    assert set(seen) == {1, 2}
+    initial = seen[1]["policy"]
+    assert seen[1]["reference"] == pytest.approx(initial, abs=1e-6)  # iteration 1 starts from the initial policy
+    assert abs(seen[2]["policy"] - initial) > 1e-4  # iteration 1 trained the policy
+    # Iteration 2's reference: the policy at its start (the authors' rule), or the initial policy (ours).
+    expected = seen[2]["policy"] if reference == "iteration_start" else initial
+    assert seen[2]["reference"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_bad_reference_is_rejected(tmp_path, tiny_model_dir):
+    with pytest.raises(ValueError, match="reference must be one of \\['initial', 'iteration_start'\\], got 'last'"):
+        parse_config(TransferConfig, _write_run(tmp_path, tiny_model_dir, reference="last"), [])
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,12 @@ import pyarrow
 import pyarrow.parquet
 import pytest
 
+from paretoalign.data.columns import resolve_data_source
 from paretoalign.data.files import (
     builtin_data_path,
     HubDataset,
     iter_source_rows,
     PreferenceDataError,
-    resolve_data_source,
 )
 from paretoalign.data.preferences import load_preferences
 

@@ -1,5 +1,4 @@
-"""Tests of paretoalign.data.prompts: generated arithmetic word problems, HH-RLHF transcripts, and load_prompts for
-every source form."""
+"""Tests of paretoalign.data.prompts: generated arithmetic word problems and load_prompts for every source form."""
 
 from __future__ import annotations
 
@@ -10,7 +9,8 @@ import datasets
 import pytest
 
 from paretoalign.data.files import builtin_data_path, PreferenceDataError
-from paretoalign.data.prompts import arithmetic_word_problems, load_prompts, transcript_messages
+from paretoalign.data.prompts import arithmetic_word_problems, load_prompts
+from paretoalign.data.transcripts import transcript_messages
 from paretoalign.rewards.builtin import AnswerReward, FormatReward
 
 # ---------------------------------------------------------------------------------------------------------
@@ -121,18 +121,6 @@ def test_arithmetic_word_problems_custom_system_prompt():
 def test_arithmetic_word_problems_rejects_bad_arguments(params, message):
     with pytest.raises(ValueError, match=message):
         arithmetic_word_problems(**params)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# HH-RLHF transcripts
-# ---------------------------------------------------------------------------------------------------------
-
-
-def test_transcript_messages():
-    assert transcript_messages("Human: hi\n\nAssistant: hello\n\nHuman: bye\n\nAssistant:") == [
-        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}
-    ]
-    assert transcript_messages("plain") == [{"role": "user", "content": "plain"}]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -512,7 +512,9 @@ def test_reward_model_missing_directory_and_bad_parameters(tmp_path, reward_mode
 
 
 def test_registry_names_and_logging_names(reward_model_dirs):
-    assert list(REWARDS) == ["answer", "format", "length", "conciseness", "keyword", "sentiment", "reward_model"]
+    assert list(REWARDS) == [
+        "answer", "format", "length", "conciseness", "keyword", "sentiment", "reward_model", "pair_classifier",
+    ]
     built = {
         "answer": get_reward("answer"),
         "format": get_reward("format", partial=True),

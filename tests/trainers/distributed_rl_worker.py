@@ -112,10 +112,10 @@ def install_poison_switch() -> None:
     per_reward_losses = MultiRewardGRPOTrainer.per_reward_losses
 
     def poisoned(self, model, inputs):
-        losses = per_reward_losses(self, model, inputs)
+        losses, per_token_logps = per_reward_losses(self, model, inputs)
         if POISONED_RANK == int(os.environ.get("RANK", "0")) and self.state.global_step == 0:
             losses = losses * float("nan")
-        return losses
+        return losses, per_token_logps
 
     MultiRewardGRPOTrainer.per_reward_losses = poisoned
 

@@ -28,8 +28,8 @@ def main() -> int:
     skips: list[int] = []
     trainers: list[ParetoPreferenceTrainer] = []
 
-    def poisoned_losses(self, model, inputs):
-        losses, delta = objective_losses(self, model, inputs)
+    def poisoned_losses(self, model, inputs, on_token_logps=None):
+        losses, delta = objective_losses(self, model, inputs, on_token_logps)
         if rank == int(poisoned_rank) and self.state.global_step + 1 == int(poisoned_step):
             losses = losses * torch.nan
         return losses, delta

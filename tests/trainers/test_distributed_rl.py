@@ -45,7 +45,8 @@ PROMPTS = [f"{question} {noun}?" for question in ("How do I bake", "Is it safe t
 )]
 
 
-def write_config(tmp_path: Path, model_dir: Path, weighting: str) -> None:
+def write_config(tmp_path: Path, model_dir: Path, weighting: str, name: str | None = None, **overrides) -> None:
+    """``<name>.yaml`` (``name`` defaults to the weighting) with ``overrides`` on the settings below."""
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": prompt}) + "\n" for prompt in PROMPTS))
     config = {
         "model_name_or_path": str(model_dir),
@@ -72,8 +73,9 @@ def write_config(tmp_path: Path, model_dir: Path, weighting: str) -> None:
         "logging_steps": 1,
         "disable_tqdm": True,
         "seed": 0,
+        **overrides,
     }
-    (tmp_path / f"{weighting}.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / f"{name or weighting}.yaml").write_text(yaml.safe_dump(config))
 
 
 def launch(run_dir: Path, processes: int, specs: list[str], port: int) -> None:
@@ -98,14 +100,19 @@ def runs(tmp_path_factory, tiny_model_dir, free_port):
     run_dir = tmp_path_factory.mktemp("rl-distributed")
     for weighting in ("weighted_sum", "raco"):
         write_config(run_dir, tiny_model_dir, weighting)
-    launch(run_dir, 1, ["weighted_sum", "raco", "raco+poison0"], free_port())
-    launch(run_dir, 2, ["weighted_sum", "raco", "raco+local_gram", "raco+poison1"], free_port())
+    for engine in ("exact", "fused"):
+        # LoRA: TRL's fused LM head reads the (frozen) output head in its own kernel, out of the fused hooks' way.
+        write_config(run_dir, tiny_model_dir, "raco", f"raco_lora_{engine}", engine=engine, use_lora=True, lora_r=4,
+                     gradient_checkpointing=False)
+    launch(run_dir, 1, ["weighted_sum", "raco", "raco+poison0", "raco_lora_exact", "raco_lora_fused"], free_port())
+    launch(run_dir, 2, ["weighted_sum", "raco", "raco+local_gram", "raco+poison1", "raco_lora_fused"], free_port())
     results = {}
     for output in run_dir.glob("?p-*"):
         metrics = json.loads((output / "metrics.json").read_text())
         skipped = 1 if "poison" in output.name else 0
         assert metrics["train"]["steps"] == STEPS and metrics["train"]["skipped_steps"] == skipped, output.name
-        results[output.name] = load_file(output / "model" / "model.safetensors"), metrics
+        weights = output / "model" / ("adapter_model.safetensors" if "lora" in output.name else "model.safetensors")
+        results[output.name] = load_file(weights), metrics
     return results
 
 
@@ -152,3 +159,19 @@ def test_rl_a_poisoned_batch_on_one_process_skips_the_step_on_every_process(runs
     single, double = runs["1p-raco+poison0"][0], runs["2p-raco+poison1"][0]
     assert max_difference(single, double) <= TOLERANCE
     assert max_difference(single, runs["1p-raco"][0]) > 100 * TOLERANCE
+
+
+def test_rl_fused_engine_on_two_processes_equals_exact_on_one(runs):
+    """The fused engine's per-reward gradients go through the same all-reduce as the exact engine's."""
+    exact, exact_metrics = runs["1p-raco_lora_exact"]
+    assert max(float(tensor.abs().max()) for name, tensor in exact.items() if "lora_B" in name) > 1000 * TOLERANCE
+    for run in ("1p-raco_lora_fused", "2p-raco_lora_fused"):
+        fused, fused_metrics = runs[run]
+        difference = max_difference(exact, fused)
+        print(f"raco LoRA, {run} fused against 1 process exact: max difference {difference:.2e}")
+        assert difference <= TOLERANCE
+        for name in REWARDS:
+            key = f"alpha/{name}"
+            assert [entry[key] for entry in fused_metrics["log_history"] if key in entry] == pytest.approx(
+                [entry[key] for entry in exact_metrics["log_history"] if key in entry], rel=1e-4
+            )

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from datasets import Dataset
+from peft import LoraConfig
 from trl import GRPOConfig, GRPOTrainer
 
 from paretoalign.advantages import decoupled_advantages, distinct_per_group, gdpo_advantages, grpo_advantages
@@ -55,10 +56,11 @@ def test_bf16_is_off_on_cpu_unless_asked_for(tmp_path):
 
 @pytest.fixture()
 def trainer_of(make_tiny_llama):
-    """``trainer_of(tokenizer, config, reward_funcs, trainer_class=MultiRewardGRPOTrainer, dataset=None)``: a
-    trainer of a fresh tiny random Llama (seed 0) on eight prompts."""
+    """``trainer_of(tokenizer, config, reward_funcs, trainer_class=MultiRewardGRPOTrainer, dataset=None, **kwargs)``:
+    a trainer of a fresh tiny random Llama (seed 0) on eight prompts (``kwargs`` go to the trainer, e.g.
+    ``peft_config``)."""
 
-    def build(tokenizer, config, reward_funcs, trainer_class=MultiRewardGRPOTrainer, dataset=None):
+    def build(tokenizer, config, reward_funcs, trainer_class=MultiRewardGRPOTrainer, dataset=None, **kwargs):
         dataset = dataset if dataset is not None else Dataset.from_dict({"prompt": ["Hello", "The fox"] * 4})
         return trainer_class(
             model=make_tiny_llama(len(tokenizer)),
@@ -66,6 +68,7 @@ def trainer_of(make_tiny_llama):
             args=config,
             train_dataset=dataset,
             processing_class=tokenizer,
+            **kwargs,
         )
 
     return build
@@ -214,7 +217,8 @@ def test_per_reward_losses_are_trl_losses_with_one_advantage_column(tmp_path, to
     reference = prepared(trainer_of(tokenizer, config_of(tmp_path, GRPOConfig), table_rewards(REWARDS), GRPOTrainer))
     inputs = hand_inputs(len(tokenizer), COLUMNS)
     ours.model.train()
-    losses = ours.per_reward_losses(ours.model, inputs)
+    losses, per_token_logps = ours.per_reward_losses(ours.model, inputs)
+    assert per_token_logps.shape == inputs["completion_ids"].shape and per_token_logps.requires_grad
     expected = torch.stack([trl_gradient(reference, inputs, COLUMNS[:, k])[0] for k in range(2)])
     torch.testing.assert_close(losses.detach(), expected, rtol=0, atol=1e-7)
     assert (losses[0] - losses[1]).abs() > 1e-3
@@ -324,13 +328,13 @@ def test_reward_function_with_non_numeric_value_is_named(tmp_path, tokenizer, tr
 
 
 @pytest.mark.parametrize("weighting", ["weighted_sum", "raco"])
-def test_reward_that_never_scores_skips_steps_then_stops(tmp_path, tokenizer, trainer_of, caplog, weighting):
+def test_reward_that_never_scores_skips_steps_then_stops_when_asked_to(tmp_path, tokenizer, trainer_of, caplog, weighting):
     def never_scores(completions, **kwargs):
         return [None] * len(completions)
 
     config = config_of(
         tmp_path, weighting=weighting, reward_weights=[0.5, 0.5], max_steps=6, max_consecutive_skipped_steps=3,
-        learning_rate=0.05,
+        learning_rate=0.05, skip_unscored_reward_batches=True,
     )
     trainer = trainer_of(tokenizer, config, [length_reward, never_scores])
     initial = [p.detach().clone() for p in trainer.model.parameters()]
@@ -359,6 +363,178 @@ def test_skips_reset_after_a_good_step(tmp_path, tokenizer, trainer_of):
     assert [entry["skipped_steps"] for entry in trainer.state.log_history if "skipped_steps" in entry] == [1, 0, 1, 0]
 
 
+# --- rewards that score nothing -------------------------------------------------------------------------------------
+
+
+def never_scores(completions, **kwargs):
+    return [None] * len(completions)
+
+
+@pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])
+def test_a_reward_that_scores_nothing_trains_as_in_trl(tmp_path, tokenizer, trainer_of, aggregation):
+    """By default a batch in which one reward scored nothing trains, that reward contributing nothing: the run
+    equals TRL's GRPOTrainer step for step."""
+    settings = dict(max_steps=2, learning_rate=0.05, reward_weights=[0.5, 0.5],
+                    multi_objective_aggregation=aggregation)
+    ours = trainer_of(tokenizer, config_of(tmp_path, **settings), [length_reward, never_scores])
+    ours.train()
+    trl = trainer_of(tokenizer, config_of(tmp_path, GRPOConfig, **settings), [length_reward, never_scores],
+                     GRPOTrainer)
+    trl.train()
+    assert ours.skip_guard.total == 0
+    assert [entry["skipped_steps"] for entry in ours.state.log_history if "skipped_steps" in entry] == [0, 0]
+    for (name, trained), trl_param in zip(ours.model.named_parameters(), trl.model.parameters()):
+        torch.testing.assert_close(trained, trl_param, rtol=0, atol=1e-6, msg=name)
+    start = trainer_of(tokenizer, config_of(tmp_path), [length_reward]).model
+    assert max(float((p - q).abs().max()) for p, q in zip(ours.model.parameters(), start.parameters())) > 1e-3
+
+
+def test_a_reward_that_scores_nothing_gets_a_zero_gradient_under_raco(tmp_path, tokenizer, trainer_of):
+    config = config_of(tmp_path, weighting="raco", reward_weights=[0.5, 0.5], max_steps=2, learning_rate=0.05)
+    trainer = trainer_of(tokenizer, config, [length_reward, never_scores])
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "skipped_steps" in entry]
+    assert [entry["skipped_steps"] for entry in logged] == [0, 0]
+    for entry in logged:
+        assert entry["grad_norm/never_scores"] == 0.0 and entry["grad_norm/length_reward"] > 0
+        # raco's correction has nothing to correct: alpha = w, the update is w_1 g_1.
+        assert entry["alpha/length_reward"] == pytest.approx(0.5) and entry["alpha/never_scores"] == pytest.approx(0.5)
+
+
+def task_reward(task: str):
+    """Completion length for prompts of ``task``, None for the other task's prompts."""
+
+    def reward(prompts, completions, **kwargs):
+        return [float(len(completion)) if prompt == task else None for prompt, completion in zip(prompts, completions)]
+
+    reward.__name__ = f"{task.replace(' ', '_').lower()}_length"
+    return reward
+
+
+@pytest.mark.parametrize("weighting", ["weighted_sum", "raco"])
+def test_sparse_multi_task_rewards_train(tmp_path, tokenizer, trainer_of, weighting):
+    """Each reward scores only its task's prompts; batches holding one task only leave the other reward unscored."""
+    dataset = Dataset.from_dict({"prompt": ["Hello"] * 6 + ["The fox"] * 2})
+    config = config_of(tmp_path, weighting=weighting, reward_weights=[0.5, 0.5], max_steps=4, learning_rate=0.05)
+    trainer = trainer_of(tokenizer, config, [task_reward("Hello"), task_reward("The fox")], dataset=dataset)
+    initial = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "skipped_steps" in entry]
+    assert [entry["skipped_steps"] for entry in logged] == [0, 0, 0, 0]
+    # A batch without fox prompts: TRL logs the mean of an all-None reward as None.
+    assert any(entry["rewards/the_fox_length/mean"] is None for entry in logged)
+    moved = max(float((p.detach() - q).abs().max()) for p, q in zip(trainer.model.parameters(), initial))
+    assert moved > 1e-3
+
+
+# --- the fused engine --------------------------------------------------------------------------------------------
+
+
+COLUMNS_3 = torch.cat([COLUMNS, torch.tensor([[0.5], [-1.0], [0.9], [0.1], [-0.6], [1.3], [-0.2], [-1.1]])], dim=1)
+
+
+def counting_backward_passes(model) -> dict:
+    """``{"passes": n}``: how many backward passes go through the final norm of `model` (a tiny Llama, maybe in
+    PEFT), below the output head."""
+    counts = {"passes": 0}
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def hook(module, args, output):
+        output.register_hook(lambda grad: counts.__setitem__("passes", counts["passes"] + 1))
+
+    base.model.norm.register_forward_hook(hook)
+    return counts
+
+
+def engine_run(tmp_path, tokenizer, trainer_of, engine, lora, beta, micro_batches):
+    """The .grad, logs and model backward passes of one accumulation window of `micro_batches` hand micro-batches
+    (full fine-tuning: every parameter but the output head, which TRL's fused LM head reads in its own kernel)."""
+    config = config_of(tmp_path, weighting="raco", reward_weights=[0.2, 0.3, 0.5], engine=engine,
+                       gradient_checkpointing=False)
+    peft = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False) if lora else None
+    torch.manual_seed(1)
+    trainer = prepared(trainer_of(tokenizer, config, table_rewards(torch.zeros(8, 3)), peft_config=peft), beta)
+    if not lora:
+        # TRL's fused LM head reads the head's weight in its own kernel, outside the module call the hooks see.
+        trainer.model.lm_head.weight.requires_grad_(False)
+    trainer.current_gradient_accumulation_steps = micro_batches
+    counts = counting_backward_passes(trainer.model)
+    trainer._prepare_inputs = lambda batch: batch
+    trainer.model.zero_grad()
+    for index in range(micro_batches):
+        trainer.accelerator.gradient_state._set_sync_gradients(index == micro_batches - 1)
+        trainer.training_step(trainer.model, hand_inputs(len(tokenizer), COLUMNS_3.roll(index, 0), seed=index))
+    assert trainer.engine.mode == engine
+    grads = [p.grad.detach().clone() for p in trainer.model.parameters() if p.requires_grad]
+    return grads, trainer._metrics["train"], counts["passes"]
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2], ids=["one", "accumulated"])
+@pytest.mark.parametrize("beta", [0.0, 0.04], ids=["no-kl", "kl"])
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_fused_engine_equals_exact(tmp_path, tokenizer, trainer_of, lora, beta, micro_batches):
+    exact_grads, exact_logs, exact_passes = engine_run(tmp_path, tokenizer, trainer_of, "exact", lora, beta,
+                                                       micro_batches)
+    fused_grads, fused_logs, fused_passes = engine_run(tmp_path, tokenizer, trainer_of, "fused", lora, beta,
+                                                       micro_batches)
+    # One backward pass of the log-probabilities per micro-batch, two with the KL term; exact runs one per reward.
+    assert exact_passes == 3 * micro_batches
+    assert fused_passes == (1 if beta == 0.0 else 2) * micro_batches
+    for key in ("alpha/reward_0", "alpha/reward_1", "alpha/reward_2", "grad_norm/reward_2",
+                "cosine/reward_0__reward_1", "cosine/reward_1__reward_2"):
+        assert fused_logs[key] == pytest.approx(exact_logs[key], rel=1e-4, abs=1e-7), key
+    assert max(exact_logs["grad_norm/reward_0"]) > 0
+    for fused, exact in zip(fused_grads, exact_grads, strict=True):
+        torch.testing.assert_close(fused, exact, rtol=1e-4, atol=1e-7)
+
+
+def engine_choices(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.getMessage().startswith("engine auto")]
+
+
+def trained_parameters(tmp_path, tokenizer, trainer_of, engine, lora, **overrides):
+    """All parameters after two SGD steps of raco on two rewards (with LoRA also TRL's KL term: its reference is the
+    model with the adapter disabled)."""
+    settings = dict(weighting="raco", reward_weights=[0.5, 0.5], max_steps=2, learning_rate=0.05, optim="sgd",
+                    engine=engine, gradient_checkpointing=False, beta=0.04 if lora else 0.0)
+    config = config_of(tmp_path, **{**settings, **overrides})
+    peft = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False) if lora else None
+    torch.manual_seed(1)
+    trainer = trainer_of(tokenizer, config, [length_reward, task_reward("Hello")], peft_config=peft)
+    trainer.train()
+    return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+
+
+def test_auto_engine_chooses_fused_logs_it_once_and_trains_as_exact(tmp_path, tokenizer, trainer_of, caplog):
+    with caplog.at_level(logging.INFO, logger="paretoalign"):
+        auto = trained_parameters(tmp_path, tokenizer, trainer_of, "auto", lora=True)
+    assert engine_choices(caplog) == [
+        "engine auto: fused (one backward pass of the log-probabilities gives the per-reward gradients)"
+    ]
+    exact = trained_parameters(tmp_path, tokenizer, trainer_of, "exact", lora=True)
+    torch.testing.assert_close(auto, exact, rtol=0, atol=1e-6)
+
+
+def test_auto_engine_falls_back_to_exact_with_the_reason(tmp_path, tokenizer, trainer_of, caplog):
+    """Full fine-tuning trains the output head, whose weight TRL's fused LM head reads in its own kernel: the first
+    micro-batch shows it, exact takes over for the whole run, and the run equals an exact run."""
+    with caplog.at_level(logging.INFO, logger="paretoalign"):
+        auto = trained_parameters(tmp_path, tokenizer, trainer_of, "auto", lora=False)
+    choices = engine_choices(caplog)
+    assert len(choices) == 1 and choices[0].startswith("engine auto: exact (the fused engine does not apply")
+    assert "lm_head.weight enters the forward outside the call" in choices[0]
+    assert torch.equal(auto, trained_parameters(tmp_path, tokenizer, trainer_of, "exact", lora=False))
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="paretoalign"):
+        trained_parameters(tmp_path, tokenizer, trainer_of, "auto", lora=True, gradient_checkpointing=True,
+                           max_steps=1)
+    assert engine_choices(caplog) == [
+        "engine auto: exact (gradient checkpointing (TRL's default) repeats the layer calls that the fused hooks "
+        "rely on)"
+    ]
+
+
 # --- configuration -----------------------------------------------------------------------------------------------
 
 
@@ -377,6 +553,12 @@ def test_skips_reset_after_a_good_step(tmp_path, tokenizer, trainer_of):
         (dict(rewards=["answer"], reward_weights=[0.5, 0.5]), "reward_weights: 2 weights were given for 1 objectives"),
         (dict(conditional_rewards=[{"reward": 1, "condition": 0}]), r"conditional_rewards\[0\]: expected exactly"),
         (dict(max_consecutive_skipped_steps=0), "max_consecutive_skipped_steps"),
+        (dict(weighting="raco", engine="autogram"), "engine must be one of"),
+        (dict(weighting="raco", engine="fused", gradient_checkpointing=True), "engine=fused: gradient checkpointing"),
+        (
+            dict(weighting="raco", engine="fused", gradient_checkpointing=False, entropy_coef=0.01),
+            "engine=fused: the entropy bonus",
+        ),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, overrides, message):
@@ -388,3 +570,8 @@ def test_weighted_sum_keeps_trl_reward_weight_semantics(tmp_path):
     assert config_of(tmp_path, reward_weights=[2.0, -1.0]).reward_weights == [2.0, -1.0]
     assert config_of(tmp_path, weighting="upgrad").validated_reward_weights(list("abcd")) == [0.25] * 4
     assert config_of(tmp_path).validated_reward_weights(list("ab")) == [1.0, 1.0]
+
+
+def test_amopo_is_refused_for_rl(tmp_path):
+    with pytest.raises(ValueError, match="weighting=amopo is a preference-training baseline"):
+        MultiRewardGRPOConfig(output_dir=str(tmp_path), use_cpu=True, weighting="amopo")

@@ -2,7 +2,8 @@ r"""``paretoalign data inspect``: what a training config's preference data holds
 
 Parse the config of ``paretoalign train`` -> load the model's tokenizer (only the tokenizer) -> for ``train_data``
 and, when set, ``eval_data`` (every pair of the files; ``max_train_pairs`` / ``max_eval_pairs`` are not applied):
-load the pairs and their label matrix ``S`` [N, K] (:func:`paretoalign.data.preferences.load_preferences_with_report`)
+load the pairs and their label matrix ``S`` [N, K] (:func:`paretoalign.data.preferences.load_preferences_with_report`:
+files, datasets, column mappings and presets alike)
 -> labelled pairs and ties per objective (:func:`~paretoalign.data.preferences.labelled_counts`) and the conflict
 matrix (:func:`~paretoalign.data.preferences.conflict_matrix`) -> prompt and response lengths in tokens, and the pairs
 ``max_length`` / ``max_prompt_length`` would cut, as training tokenises them
@@ -118,7 +119,8 @@ def inspect_data(config: ParetoPreferenceConfig) -> dict[str, Any]:
     """The training split's report (:func:`inspect_split`) with the held-out split's under ``eval`` when
     ``eval_data`` is set."""
     if config.train_data is None:
-        raise ValueError("train_data is not set: give a file of multi-labelled pairs or a mapping objective -> file.")
+        raise ValueError("train_data is not set: give a file of multi-labelled pairs, a dataset or preset "
+                         "({dataset: ...}, {preset: NAME, split: ...}) or a mapping objective -> source.")
     tokenizer = load_tokenizer(config)
     report, names = inspect_split(config, config.train_data, tokenizer, config.objectives)
     if config.eval_data is not None:

@@ -32,6 +32,7 @@ from rich.table import Table
 
 from paretoalign.commands.train import train as train_one_run
 from paretoalign.config import parse_config
+from paretoalign.data.columns import is_single_source
 from paretoalign.data.preferences import load_preferences
 from paretoalign.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from paretoalign.pareto import hypervolume, pareto_mask, simplex_grid
@@ -86,7 +87,7 @@ def objective_names(config: ParetoPreferenceConfig) -> list[str]:
     the label names of its data."""
     if config.objectives:
         return list(config.objectives)
-    if isinstance(config.train_data, dict) and "dataset" not in config.train_data:
+    if isinstance(config.train_data, dict) and not is_single_source(config.train_data):
         return list(config.train_data)
     return load_preferences(config.train_data)[1]
 

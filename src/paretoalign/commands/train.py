@@ -21,7 +21,7 @@ from transformers import set_seed
 
 from paretoalign.config import config_to_dict, parse_config
 from paretoalign.io import write_json_atomic, write_yaml_atomic
-from paretoalign.models import save_policy
+from paretoalign.models import place_on, save_policy
 from paretoalign.scoring import dataset_logps, preference_report
 from paretoalign.trainers.preference import ParetoPreferenceConfig, ParetoPreferenceTrainer, prepare_preference_data
 
@@ -48,7 +48,7 @@ def train(config: ParetoPreferenceConfig) -> dict[str, Any]:
     eval_set = None
     if config.eval_data is not None:
         eval_set, _ = prepare_preference_data(config, config.eval_data, tokenizer, names, config.max_eval_pairs, "eval")
-    model = config.with_lora(model).to(config.device)
+    model = place_on(config.with_lora(model), config.device)
     average = config.average_logps
     batch_size = config.per_device_eval_batch_size
     metrics: dict[str, Any] = {"objectives": names, "weights": weights}
@@ -80,8 +80,10 @@ def train(config: ParetoPreferenceConfig) -> dict[str, Any]:
     if eval_set is not None:
         after = dataset_logps(model, eval_set, tokenizer.pad_token_id, batch_size, average, "held-out pairs (trained)")
         metrics["after"] = preference_report(after, eval_reference, eval_labels, names, config.beta, config.loss_type)
+    # Under FSDP every process holds a shard: gathering the full weights is a collective all of them enter.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
     if config.should_save:
-        save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir / "model")
+        save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir / "model", state_dict)
         write_json_atomic(output_dir / "metrics.json", metrics)
     trainer.accelerator.wait_for_everyone()
     return metrics

@@ -7,8 +7,8 @@ Hugging Face datasets (:class:`HubDataset`, a Hub id or a local clone of a Hub d
 ``datasets.load_dataset``), each row numbered by its 0-based index in the split.
 
 Data shipped with paretoalign lives under ``src/paretoalign/resources/`` and is named ``builtin:NAME`` with ``NAME``
-relative to that folder (``builtin:hh-rlhf/helpful/test.jsonl``); :func:`resolve_data_source` turns such a name into
-the shipped path, and every loader of :mod:`paretoalign.data` calls it on its source.
+relative to that folder (``builtin:hh-rlhf/helpful/test.jsonl``); :func:`builtin_data_path` gives its path, and
+:func:`paretoalign.data.columns.resolve_data_source` turns every form of source into what these readers read.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -28,7 +28,7 @@ import pyarrow.parquet
 
 __all__ = [
     "BUILTIN_PREFIX", "DATA_FILE_SUFFIXES", "HUB_DATASET_KEYS", "HubDataset", "PreferenceDataError", "RowLocation",
-    "builtin_data_path", "data_source", "iter_source_rows", "read_messages", "resolve_data_source",
+    "builtin_data_path", "iter_source_rows", "read_messages", "split_conversation",
 ]
 
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -37,29 +37,34 @@ DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 BUILTIN_PREFIX = "builtin:"
 """Prefix of a source that names data shipped with paretoalign (``builtin:hh-rlhf/helpful/test.jsonl``)."""
 
-HUB_DATASET_KEYS = ("dataset", "name", "split", "revision")
+HUB_DATASET_KEYS = ("dataset", "name", "split", "revision", "data_dir")
 """Keys of a mapping that names a Hugging Face dataset (:class:`HubDataset`)."""
 
 
 @dataclass(frozen=True)
 class HubDataset:
-    """A Hugging Face dataset source, read as ``datasets.load_dataset(dataset, name, split=split, revision=revision)``.
+    """A Hugging Face dataset source, read as
+    ``datasets.load_dataset(dataset, name, split=split, revision=revision, data_dir=data_dir)``.
 
     Attributes:
         dataset: a Hub id ``ORG/NAME`` or a local folder holding a clone of a Hub dataset repository.
         name: the dataset's config, or ``None`` for its default one.
         split: the split read.
         revision: a branch, tag or commit of the dataset repository, or ``None`` for its default branch.
+        data_dir: a folder of the repository whose files alone are read (Anthropic/hh-rlhf's ``harmless-base``),
+            or ``None`` for the config's files.
     """
 
     dataset: str
     name: str | None = None
     split: str = "train"
     revision: str | None = None
+    data_dir: str | None = None
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> HubDataset:
-        """The source a mapping ``{dataset, name (optional), split (default train), revision (optional)}`` names.
+        """The source a mapping ``{dataset, name (optional), split (default train), revision (optional), data_dir
+        (optional)}`` names.
 
         Raises:
             ValueError: an unknown key, a missing ``dataset``, or a value of the wrong type.
@@ -79,7 +84,7 @@ class HubDataset:
             dataset = os.fspath(dataset)
         values = {"dataset": dataset, **{key: mapping[key] for key in HUB_DATASET_KEYS[1:] if key in mapping}}
         for key, value in values.items():
-            optional = key in ("name", "revision")
+            optional = key in ("name", "revision", "data_dir")
             if not (isinstance(value, str) and value.strip()) and not (optional and value is None):
                 raise ValueError(
                     f"the dataset source's {key!r} must be a non-empty string{' or null' if optional else ''}, "
@@ -94,6 +99,8 @@ class HubDataset:
         text += f", split {self.split!r}"
         if self.revision is not None:
             text += f", revision {self.revision!r}"
+        if self.data_dir is not None:
+            text += f", data_dir {self.data_dir!r}"
         return text
 
 
@@ -102,8 +109,8 @@ class PreferenceDataError(ValueError):
 
     Attributes:
         problem: what is wrong, without the location.
-        path: the file or directory at fault, the :class:`HubDataset` as text (its dataset, config, split and
-            revision), or ``None`` for an in-memory dataset.
+        path: the file or directory at fault, any other source as its text (a :class:`HubDataset`: its dataset,
+            config, split and revision), or ``None`` for an in-memory dataset.
         line: 1-based line number for JSON Lines files and JSON syntax errors, the 0-based row index for a
             :class:`HubDataset`, otherwise the 1-based row number (row index + 1); ``None`` when the problem is
             not tied to one row.
@@ -115,13 +122,13 @@ class PreferenceDataError(ValueError):
     def __init__(
         self,
         problem: str,
-        path: str | os.PathLike | HubDataset | None = None,
+        path: str | os.PathLike | object | None = None,
         line: int | None = None,
         field: str | None = None,
         unit: str = "line",
     ):
         self.problem = problem
-        self.path = None if path is None else str(path) if isinstance(path, HubDataset) else os.fspath(path)
+        self.path = None if path is None else os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
         self.line = line
         self.field = field
         self.unit = unit
@@ -141,14 +148,22 @@ class PreferenceDataError(ValueError):
 
 @dataclass(frozen=True)
 class RowLocation:
-    """Where a row came from (file, line or row number, and the word for that number); builds errors that name it."""
+    """Where a row came from (file, line or row number, and the word for that number); builds errors that name it.
+
+    ``raw_field`` names a field of a row built from another one (a column mapping,
+    :mod:`paretoalign.data.columns`) by the column or path of the source row it was read from; ``None``: fields are
+    named as they are.
+    """
 
     path: str | None
     line: int | None
     unit: str
+    raw_field: Callable[[str], str] | None = None
 
     def error(self, problem: str, field: str | None = None) -> PreferenceDataError:
         """A :class:`PreferenceDataError` for ``problem`` at this row and ``field`` (``None``: the whole row)."""
+        if field is not None and self.raw_field is not None:
+            field = self.raw_field(field)
         return PreferenceDataError(problem, self.path, self.line, field, self.unit)
 
 
@@ -214,9 +229,20 @@ def _iter_saved_dataset(path: Path) -> Iterator[tuple[int, Any]]:
 
 def _iter_hub_dataset(source: HubDataset) -> Iterator[tuple[int, Any]]:
     try:
-        dataset = datasets.load_dataset(source.dataset, source.name, split=source.split, revision=source.revision)
+        dataset = datasets.load_dataset(
+            source.dataset, source.name, split=source.split, revision=source.revision, data_dir=source.data_dir
+        )
     except FileNotFoundError as error:
         raise FileNotFoundError(errno.ENOENT, f"dataset not found ({error})", str(source)) from error
+    except ConnectionError as error:
+        if not datasets.config.HF_HUB_OFFLINE:
+            raise PreferenceDataError(f"cannot be loaded: {error}", source) from error
+        raise PreferenceDataError(
+            f"is not in the datasets cache ({datasets.config.HF_DATASETS_CACHE}) and HF_HUB_OFFLINE / "
+            "HF_DATASETS_OFFLINE forbid downloading it; load it once online, or clone the repository "
+            f"(hf download --repo-type dataset {source.dataset} --local-dir DIR) and give the folder as 'dataset'",
+            source,
+        ) from error
     except (OSError, ValueError) as error:
         raise PreferenceDataError(f"cannot be loaded: {error}", source) from error
     return enumerate(dataset)
@@ -280,6 +306,18 @@ def read_messages(value: Any, field: str, where: RowLocation) -> list[dict]:
     return messages
 
 
+def split_conversation(messages: list[dict], field: str, where: RowLocation) -> tuple[list[dict], list[dict]]:
+    """A full conversation as (prompt messages, the final run of assistant messages); errors name ``field``."""
+    start = len(messages)
+    while start > 0 and messages[start - 1]["role"] == "assistant":
+        start -= 1
+    if start == len(messages):
+        raise where.error("a conversation without a prompt must end with an assistant message", field)
+    if start == 0:
+        raise where.error("conversation has no prompt messages before the assistant reply", field)
+    return messages[:start], messages[start:]
+
+
 def is_blank(messages: list[dict]) -> bool:
     """True when no message has content (empty or whitespace-only strings, empty lists)."""
     return all(
@@ -321,28 +359,3 @@ def builtin_data_path(name: str) -> Path:
             str(entry),
         )
     return Path(os.fspath(entry))
-
-
-def resolve_data_source(
-    source: str | os.PathLike | HubDataset | Mapping[str, Any],
-) -> str | os.PathLike | HubDataset | dict[str, str | os.PathLike | HubDataset]:
-    """The path of a ``builtin:NAME`` source (:func:`builtin_data_path` of ``NAME``, as a string), the
-    :class:`HubDataset` of a mapping with a ``dataset`` key (:meth:`HubDataset.from_mapping`); any other source
-    unchanged. Any other mapping is ``{objective: source}``: every value is resolved, giving a dict in the same order.
-
-    Raises:
-        FileNotFoundError: listing the shipped data files, for a ``builtin:NAME`` that is not shipped.
-        ValueError: ``NAME`` is not a relative path, or a dataset mapping is malformed.
-    """
-    if isinstance(source, Mapping) and "dataset" in source:
-        return HubDataset.from_mapping(source)
-    if isinstance(source, Mapping):
-        return {name: resolve_data_source(value) for name, value in source.items()}
-    if isinstance(source, str) and source.startswith(BUILTIN_PREFIX):
-        return str(builtin_data_path(source.removeprefix(BUILTIN_PREFIX)))
-    return source
-
-
-def data_source(source: str | os.PathLike | HubDataset) -> Path | HubDataset:
-    """What :func:`iter_source_rows` reads for one resolved source: a :class:`HubDataset` as it is, else its path."""
-    return source if isinstance(source, HubDataset) else Path(source)

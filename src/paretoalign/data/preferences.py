@@ -8,6 +8,9 @@ Both real-world shapes of preference data (DESIGN.md, "Preference data") load in
    ``{"prompt", "response_0", "response_1", "labels": {"helpful": 0, "harmless": 1}}`` where each label is
    the index of the preferred response and a missing or null label means "no opinion".
 
+Any other dataset (PKU-SafeRLHF, UltraFeedback, HelpSteer2, HH-RLHF, ...) reaches shape 2 through a column mapping
+or a preset (:mod:`paretoalign.data.columns`), whose rows are then validated here like a file's.
+
 :func:`load_preferences` returns a :class:`datasets.Dataset` with columns ``prompt``, ``response_a``,
 ``response_b`` (strings) and ``labels`` (one int per objective: +1 = response_a preferred, -1 = response_b
 preferred, 0 = no label), i.e. the rows of the label matrix ``S``. Prompts and responses may also be
@@ -33,15 +36,14 @@ from typing import Any
 import datasets
 import numpy as np
 
+from paretoalign.data.columns import MappedSource, data_source, iter_rows, resolve_data_source, row_location
 from paretoalign.data.files import (
     HubDataset,
     PreferenceDataError,
     RowLocation,
-    data_source,
     is_blank,
-    iter_source_rows,
     read_messages,
-    resolve_data_source,
+    split_conversation,
     type_name,
 )
 
@@ -113,18 +115,6 @@ def _first_difference(left: list, right: list) -> int:
     return next((index for index, (a, b) in enumerate(zip(left, right)) if a != b), min(len(left), len(right)))
 
 
-def _split_conversation(messages: list[dict], field: str, where: RowLocation) -> tuple[list[dict], list[dict]]:
-    """Split a full conversation into (prompt messages, final run of assistant messages)."""
-    start = len(messages)
-    while start > 0 and messages[start - 1]["role"] == "assistant":
-        start -= 1
-    if start == len(messages):
-        raise where.error("a conversation without a prompt must end with an assistant message", field)
-    if start == 0:
-        raise where.error("conversation has no prompt messages before the assistant reply", field)
-    return messages[:start], messages[start:]
-
-
 class _ChatRenderer:
     """Renders conversational rows to text with a tokenizer's chat template."""
 
@@ -182,7 +172,7 @@ def _read_pair(
             raise where.error("missing field (only conversational rows may leave the prompt implicit)", "prompt")
         conversations = [read_messages(value, field, where) for value, field in zip((first, second), fields)]
         (prompt, first_reply), (second_prompt, second_reply) = (
-            _split_conversation(messages, field, where) for messages, field in zip(conversations, fields)
+            split_conversation(messages, field, where) for messages, field in zip(conversations, fields)
         )
         if prompt != second_prompt:
             raise where.error(
@@ -260,7 +250,7 @@ def _line_list(lines: list[int]) -> str:
     return shown + (", ..." if len(lines) > MAX_LINES_IN_WARNING else "")
 
 
-def _warn_dropped(path: Path | HubDataset, unit: str, identical: list[int], unlabelled: list[int], dropping_identical: bool):
+def _warn_dropped(path: Path | HubDataset | MappedSource, unit: str, identical: list[int], unlabelled: list[int], dropping_identical: bool):
     if identical:
         action = "dropped" if dropping_identical else "kept (drop_identical=False)"
         warnings.warn(
@@ -304,7 +294,7 @@ def _skip_identical(
 
 
 def _load_one_objective_file(
-    path: Path | HubDataset,
+    path: Path | HubDataset | MappedSource,
     unit: str,
     rows: Iterator[tuple[int, Any]],
     objective_index: int,
@@ -321,7 +311,7 @@ def _load_one_objective_file(
     rows_before = counts.rows_read
     for line, row in rows:
         counts.rows_read += 1
-        where = RowLocation(str(path), line, unit)
+        where = row_location(str(path), line, unit, row)
         prompt, response_a, response_b = _read_pair(row, ONE_OBJECTIVE_FIELDS, renderer, where)
         if _skip_identical(response_a, response_b, line, identical_lines, drop_identical, counts):
             continue
@@ -332,7 +322,7 @@ def _load_one_objective_file(
 
 
 def _load_multi_label_file(
-    path: Path | HubDataset,
+    path: Path | HubDataset | MappedSource,
     unit: str,
     rows: Iterator[tuple[int, Any]],
     known_objectives: list[str] | None,
@@ -346,7 +336,7 @@ def _load_multi_label_file(
     identical_lines, unlabelled_lines = [], []
     for line, row in rows:
         counts.rows_read += 1
-        where = RowLocation(str(path), line, unit)
+        where = row_location(str(path), line, unit, row)
         prompt, response_a, response_b = _read_pair(row, MULTI_LABEL_FIELDS, renderer, where)
         signs = _read_labels(row, known_objectives, where)
         names.update(dict.fromkeys(signs))
@@ -376,8 +366,16 @@ def _append(columns: dict[str, list], prompt: str, response_a: str, response_b: 
     columns["labels"].append(labels)
 
 
+def _append_one_objective(columns: dict[str, list], part: dict[str, list], index: int, num_objectives: int) -> None:
+    """Append the rows of ``part`` (labels of one objective) with their label in column ``index`` of K."""
+    for prompt, response_a, response_b, (sign,) in zip(*(part[name] for name in PREFERENCE_FEATURES)):
+        labels = [0] * num_objectives
+        labels[index] = sign
+        _append(columns, prompt, response_a, response_b, labels)
+
+
 def load_preferences_with_report(
-    source: str | os.PathLike | HubDataset | Mapping[str, Any],
+    source: str | os.PathLike | HubDataset | MappedSource | Mapping[str, Any],
     objectives: Sequence[str] | None = None,
     tokenizer: Any = None,
     drop_identical: bool = True,
@@ -399,16 +397,24 @@ def load_preferences_with_report(
             )
         objective_names = known_objectives or list(source)
         paths = [data_source(source[name]) for name in objective_names]
+        paths = [path.renamed(name) if isinstance(path, MappedSource) else path
+                 for name, path in zip(objective_names, paths)]
         columns = _empty_columns()
-        for index, path in enumerate(paths):
-            unit, rows = iter_source_rows(path)
-            _load_one_objective_file(
-                path, unit, rows, index, len(objective_names), renderer, drop_identical, columns, counts
-            )
+        for index, (name, path) in enumerate(zip(objective_names, paths)):
+            unit, rows = iter_rows(path)
+            if isinstance(path, MappedSource):
+                part, _ = _load_multi_label_file(path, unit, rows, [name], renderer, drop_identical, counts)
+                _append_one_objective(columns, part, index, len(objective_names))
+            else:
+                _load_one_objective_file(
+                    path, unit, rows, index, len(objective_names), renderer, drop_identical, columns, counts
+                )
     else:
         path = data_source(source)
+        if isinstance(path, MappedSource) and known_objectives is not None:
+            path = path.select(known_objectives)
         paths = [path]
-        unit, rows = iter_source_rows(path)
+        unit, rows = iter_rows(path)
         first = next(rows, None)
         if first is None:
             raise PreferenceDataError("contains no rows", path)
@@ -456,7 +462,7 @@ def load_preferences_with_report(
 
 
 def load_preferences(
-    source: str | os.PathLike | HubDataset | Mapping[str, Any],
+    source: str | os.PathLike | HubDataset | MappedSource | Mapping[str, Any],
     objectives: Sequence[str] | None = None,
     tokenizer: Any = None,
     drop_identical: bool = True,
@@ -471,14 +477,19 @@ def load_preferences(
             objective named by ``objectives`` (which must then hold exactly one name). A path is a ``.jsonl``
             file, a ``.json`` file (a JSON array, or JSON Lines when it does not start with ``[``), a
             ``.parquet`` file, a directory written by ``datasets.Dataset.save_to_disk``, or ``builtin:NAME``, the
-            data shipped with paretoalign (:func:`~paretoalign.data.files.resolve_data_source`, e.g.
+            data shipped with paretoalign (:func:`~paretoalign.data.columns.resolve_data_source`, e.g.
             ``builtin:hh-rlhf/harmless-concise/train.jsonl``). In place of a path, a Hugging Face dataset
             :class:`~paretoalign.data.files.HubDataset` or its mapping ``{dataset: ORG/NAME or a local clone,
-            name, split, revision}`` (a mapping with a ``dataset`` key; any other mapping is ``{objective_name:
-            source}``) has the same rows, numbered from 0. Fields other than the ones named here are ignored.
+            name, split, revision, data_dir}`` has the same rows, numbered from 0; ``{path: FILE}`` is the file.
+            Either with ``columns: {...}``, or a preset ``{preset: NAME, split, ...}``, is read through a column
+            mapping (:mod:`paretoalign.data.columns`) into multi-labelled pairs whose objectives are its label
+            names; in a dict source such a source labels exactly one objective, which takes the dict key's name.
+            A mapping with a ``dataset``, ``path`` or ``preset`` key is one source; any other mapping is
+            ``{objective_name: source}``. Fields other than the ones named here are ignored.
         objectives: objective names and their order. For a multi-label file, a label name outside this list is
             an error and every listed objective must have a labelled row; by default the objectives are the
-            label names in order of first appearance. For a dict source it must list the dict's keys (in any
+            label names in order of first appearance. A mapped source keeps only the labels of these objectives
+            (one it does not label is an error). For a dict source it must list the dict's keys (in any
             order, which becomes the objective order); by default the dict order is used.
         tokenizer: needed only for conversational rows (message lists ``{"role", "content"}``), which are
             rendered with its chat template: the prompt text is the template of the prompt messages with the
@@ -507,8 +518,9 @@ def load_preferences(
             objective name, an empty or whitespace-only response, prompt parts that differ between the two
             full conversations of a row, a conversational row without a tokenizer with a chat template, an
             empty source, or an objective with no labelled row.
-        ValueError: ``objectives`` is malformed or does not match a dict source's keys, or a dataset mapping is
-            malformed (an unknown key, a missing ``dataset``).
+        ValueError: ``objectives`` is malformed or does not match a dict source's keys, or names an objective a
+            mapped source does not label, or a source mapping, column mapping or preset is malformed (an unknown
+            key, a missing ``dataset``).
     """
     dataset, objective_names, _ = load_preferences_with_report(source, objectives, tokenizer, drop_identical)
     return dataset, objective_names

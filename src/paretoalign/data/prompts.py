@@ -1,10 +1,10 @@
 """Prompts for generation and online RL: one loader for every prompt source, and the generated prompt sets.
 
 :func:`load_prompts` reads prompts from a generated set (``builtin:arithmetic``, :func:`arithmetic_word_problems`),
-data shipped with paretoalign (``builtin:NAME``), a text file (one prompt a line) or a file of rows with a ``prompt``
-column (JSON Lines, JSON, Parquet, a saved dataset, a Hugging Face dataset), and returns them as a :class:`datasets.Dataset` whose other
-columns (an ``answer``, say) travel with the prompts to the reward functions. :func:`transcript_messages` turns an
-HH-RLHF ``Human: ... Assistant:`` transcript into chat messages.
+data shipped with paretoalign (``builtin:NAME``), a text file (one prompt a line), a file of rows with a ``prompt``
+column (JSON Lines, JSON, Parquet, a saved dataset, a Hugging Face dataset) or the prompt column of a mapped source or
+a preset (:mod:`paretoalign.data.columns`), and returns them as a :class:`datasets.Dataset` whose other columns (an
+``answer``, say) travel with the prompts to the reward functions.
 """
 
 from __future__ import annotations
@@ -12,28 +12,32 @@ from __future__ import annotations
 import errno
 import os
 import random
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import datasets
 
+from paretoalign.data.columns import (
+    SOURCE_KEYS,
+    MappedSource,
+    is_single_source,
+    iter_rows,
+    resolve_data_source,
+    row_location,
+)
 from paretoalign.data.files import (
     BUILTIN_PREFIX,
     HubDataset,
     PreferenceDataError,
     RowLocation,
     is_blank,
-    iter_source_rows,
     read_messages,
-    resolve_data_source,
     type_name,
 )
 
 __all__ = [
     "ARITHMETIC_SYSTEM_PROMPT", "BUILTIN_PROMPT_SETS", "PROMPT_FEATURES", "arithmetic_word_problems", "load_prompts",
-    "transcript_messages",
 ]
 
 BUILTIN_PROMPT_SETS = ("arithmetic",)
@@ -183,26 +187,6 @@ def arithmetic_word_problems(
     return datasets.Dataset.from_dict(columns, features=PROMPT_FEATURES)
 
 
-_TRANSCRIPT_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
-
-
-def transcript_messages(prompt: str) -> list[dict[str, str]]:
-    """A ``Human: ... Assistant:`` transcript (Anthropic HH-RLHF) as chat messages; other text is one user turn.
-
-    The trailing empty ``Assistant:`` turn, which asks for the reply, is dropped.
-    """
-    text = prompt.strip()
-    if not text.startswith("Human:"):
-        return [{"role": "user", "content": prompt}]
-    parts = _TRANSCRIPT_TURN.split(text)
-    messages = []
-    for speaker, content in zip(parts[1::2], parts[2::2]):
-        messages.append({"role": "user" if speaker == "Human" else "assistant", "content": content.strip()})
-    if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
-        messages.pop()
-    return messages
-
-
 def _read_prompt(row: Any, where: RowLocation, kind_so_far: str | None) -> tuple[str | list[dict], str]:
     """Validate a prompt row's ``prompt``; return it and its kind (``"string"`` or ``"messages"``)."""
     if not isinstance(row, Mapping):
@@ -225,15 +209,15 @@ def _read_prompt(row: Any, where: RowLocation, kind_so_far: str | None) -> tuple
     return prompt, kind
 
 
-def _read_prompt_rows(path: Path | HubDataset) -> datasets.Dataset:
-    """The validated rows of a JSON Lines / JSON / Parquet file, a saved or a Hugging Face dataset (see
-    :func:`load_prompts`)."""
-    unit, rows = iter_source_rows(path)
+def _read_prompt_rows(path: Path | HubDataset | MappedSource) -> datasets.Dataset:
+    """The validated rows of a JSON Lines / JSON / Parquet file, a saved or a Hugging Face dataset, or the prompt rows
+    of a mapped source (see :func:`load_prompts`)."""
+    unit, rows = iter_rows(path, prompts=True)
     columns: dict[str, list] = {}
     prompt_kind = None
     row_count = 0
     for line, row in rows:
-        prompt, prompt_kind = _read_prompt(row, RowLocation(str(path), line, unit), prompt_kind)
+        prompt, prompt_kind = _read_prompt(row, row_location(str(path), line, unit, row), prompt_kind)
         for name in row:
             columns.setdefault(name, [None] * row_count)
         for name, values in columns.items():
@@ -288,7 +272,11 @@ def _prompt_path(source: str | os.PathLike, generated_sets: list[str]) -> Path:
 
 
 def load_prompts(
-    source: str | os.PathLike | HubDataset | Mapping[str, Any], *, limit: int | None = None, seed: int = 0) -> datasets.Dataset:
+    source: str | os.PathLike | HubDataset | MappedSource | Mapping[str, Any],
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+) -> datasets.Dataset:
     """Load and validate prompts, with the other columns of their source, for generation and online RL.
 
     Args:
@@ -306,7 +294,12 @@ def load_prompts(
               of one file the same kind) and any other columns, passed through unchanged (for example ``answer``
               for an answer reward). A column missing from some rows is ``None`` there;
             - a Hugging Face dataset, :class:`~paretoalign.data.files.HubDataset` or its mapping ``{dataset: ORG/NAME
-              or a local clone, name, split, revision}``: its rows, numbered from 0, read as the rows above.
+              or a local clone, name, split, revision, data_dir}``: its rows, numbered from 0, read as the rows
+              above; ``{path: FILE}``: the file;
+            - either with ``columns: {...}``, or a preset ``{preset: NAME, split, ...}``
+              (:mod:`paretoalign.data.columns`): one prompt per source row (duplicates kept), from the mapping's
+              ``prompt`` column, or the prompt part of its transcripts or of its first full conversation; no other
+              column.
         limit: keep the first ``limit`` rows (at least 1); required for a generated set, where it is the number
             of problems. ``None`` keeps every row of a file.
         seed: the seed of a generated set; files are read in order, whatever the seed.
@@ -322,8 +315,8 @@ def load_prompts(
             for malformed JSON, a row that is not an object, a missing, blank or malformed ``prompt``, string and
             message prompts mixed in one file, a source without prompts, an unsupported file type, or columns
             whose values cannot form one column type.
-        ValueError: ``limit`` is not a positive integer, or is missing for a generated set, or a dataset mapping is
-            malformed (an unknown key, a missing ``dataset``).
+        ValueError: ``limit`` is not a positive integer, or is missing for a generated set, or a source mapping is
+            malformed (an unknown key, none of ``dataset``, ``path``, ``preset``, a bad column mapping or preset).
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
@@ -335,8 +328,13 @@ def load_prompts(
             )
         return arithmetic_word_problems(limit, seed=seed)
     if isinstance(source, Mapping):
-        source = HubDataset.from_mapping(source)
-    if isinstance(source, HubDataset):
+        if not is_single_source(source):
+            raise ValueError(
+                f"the prompt source {dict(source)} has no {', '.join(map(repr, SOURCE_KEYS))}: a prompt source "
+                "mapping names one dataset, file or preset"
+            )
+        source = resolve_data_source(source)
+    if isinstance(source, (HubDataset, MappedSource)):
         rows = _read_prompt_rows(source)
     else:
         path = _prompt_path(source, generated_sets)

@@ -27,7 +27,9 @@ assistant message, a non-string) is the empty text ``""``.
 * :class:`SentimentReward`: [``sentiment``] VADER compound score in ``[-1, 1]``, or ``(compound + 1) / 2`` with
   ``unit_interval``; ``None`` for empty text
 * :class:`RewardModel`: [``reward_model``] the logit of a sequence-classification model (a local directory or a Hub
-  id) on ``prompt + completion``
+  id) on ``prompt + completion``, or on a ``template`` such as ``"{completion} {bos} {prompt}"``
+* :class:`PairClassifier`: [``pair_classifier``] ``P(label)`` of a sequence-pair classifier on ``(completion,
+  prompt)``, e.g. a faithfulness detector
 
 :func:`get_reward` builds any of them by registry name (:data:`REWARDS`), as configs do:
 ``get_reward("length", target=40, unit="words", shape="cap")``.
@@ -40,6 +42,7 @@ import inspect
 import math
 import numbers
 import re
+import string
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -54,8 +57,8 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 from paretoalign.models import load_pretrained, resolve_model
 
 __all__ = [
-    "REWARDS", "AnswerReward", "FormatReward", "KeywordReward", "LengthReward", "RewardFunction", "RewardModel",
-    "SentimentReward", "completion_text", "conciseness_reward", "extract_answer", "get_reward", "last_number",
+    "REWARDS", "AnswerReward", "FormatReward", "KeywordReward", "LengthReward", "PairClassifier", "RewardFunction",
+    "RewardModel", "SentimentReward", "completion_text", "conciseness_reward", "extract_answer", "get_reward", "last_number",
 ]
 
 
@@ -559,18 +562,109 @@ class SentimentReward:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class RewardModel:
-    """Scores ``prompt + completion`` with a Hugging Face sequence-classification model, local or on the Hub.
+class _SequenceClassifier:
+    """A Hugging Face sequence-classification model, local or on the Hub, run in batches under ``torch.no_grad``.
 
-    The text of a pair is, for a conversational prompt (a message list) and a tokenizer with a chat template,
-    ``apply_chat_template(prompt + [{"role": "assistant", "content": completion text}], tokenize=False)``,
-    tokenised without adding special tokens (the template writes them); otherwise it is the prompt text (message
-    contents joined by newlines) followed directly by the completion text, tokenised with the tokenizer's special
-    tokens. Sequences longer than ``max_length`` tokens keep their last ``max_length`` tokens (the end of the
-    completion). Batches of ``batch_size`` are right-padded and run in eval mode under ``torch.no_grad``; the
-    reward is ``logits[label_index]`` of the model (which pools the last non-padding token).
+    Shared by :class:`RewardModel` and :class:`PairClassifier`: loading (:func:`paretoalign.models.load_pretrained`),
+    the pad token (the tokenizer's EOS when it has none; the model's ``pad_token_id`` set to the tokenizer's), the
+    device, ``prompt_pattern`` (the text a judge reads of a prompt) and the batched forward pass.
+    """
 
-    The tokenizer's pad token defaults to its EOS token, and the model's ``pad_token_id`` to the tokenizer's.
+    def __init__(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        batch_size: int,
+        max_length: int,
+        device: str | torch.device | None,
+        dtype: str | None,
+        revision: str | None,
+        prompt_pattern: str | None,
+        truncation_side: str,
+    ):
+        self.__name__ = name
+        source = resolve_model(path)
+        if source.hub_id is None and not source.path.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "reward model directory not found", str(source.path))
+        self.model_name = source.location
+        self.batch_size = _positive_integer(batch_size, "batch_size", name)
+        self.max_length = _positive_integer(max_length, "max_length", name)
+        if dtype is not None:
+            _choice(dtype, tuple(DTYPES), "dtype", name)
+        _choice(truncation_side, ("left", "right"), "truncation_side", name)
+        try:
+            self.prompt_pattern = re.compile(prompt_pattern) if prompt_pattern is not None else None
+        except re.error as error:
+            raise ValueError(f"{name} reward: prompt_pattern is not a regular expression ({error})") from error
+        if self.prompt_pattern is not None and self.prompt_pattern.groups < 1:
+            raise ValueError(f"{name} reward: prompt_pattern needs a group, the part of the prompt the judge reads")
+        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.tokenizer = load_pretrained(AutoTokenizer, source, revision=revision)
+        self.model = load_pretrained(
+            AutoModelForSequenceClassification, source, revision=revision,
+            **({"dtype": DTYPES[dtype]} if dtype is not None else {}),
+        )
+        if self.tokenizer.pad_token_id is None:
+            if self.tokenizer.eos_token is None:
+                raise ValueError(f"{name}: the tokenizer of {self.model_name} has neither a pad nor an EOS token")
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.truncation_side = truncation_side
+        text_config = self.model.config.get_text_config()
+        if text_config.pad_token_id is None:
+            text_config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.to(self.device).eval().requires_grad_(False)
+
+    def _label(self, label: int | None, what: str) -> int:
+        """A checked logit index; ``None`` needs a model with one label and gives 0."""
+        num_labels = self.model.config.num_labels
+        if label is None:
+            if num_labels != 1:
+                raise ValueError(
+                    f"{self.__name__}: {self.model_name} has {num_labels} labels; choose the {what} with label_index"
+                )
+            return 0
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_labels:
+            raise ValueError(
+                f"{self.__name__}: label_index must be an integer from 0 to {num_labels - 1}, got {label!r}"
+            )
+        return label
+
+    def passage(self, prompt: Any) -> str:
+        """The text of `prompt` a judge reads: the first group of ``prompt_pattern``'s first match in the prompt text
+        (the whole text when there is no pattern or no match)."""
+        text = _prompt_text(prompt)
+        match = self.prompt_pattern.search(text) if self.prompt_pattern is not None else None
+        return text if match is None or match.group(1) is None else match.group(1)
+
+    def logits(self, count: int, encode: Callable[[int, int], dict]) -> torch.Tensor:
+        """float32 logits [count, labels] of the batches ``encode(start, stop)`` gives (tokenizer outputs, padded)."""
+        rows = []
+        with torch.no_grad():
+            for start in range(0, count, self.batch_size):
+                batch = encode(start, min(start + self.batch_size, count))
+                rows.append(self.model(**batch.to(self.device)).logits.float().cpu())
+        return torch.cat(rows) if rows else torch.zeros(0, self.model.config.num_labels)
+
+    def _check_lengths(self, prompts: list, completions: list) -> None:
+        if len(prompts) != len(completions):
+            raise ValueError(f"{self.__name__}: got {len(prompts)} prompts for {len(completions)} completions")
+
+
+class RewardModel(_SequenceClassifier):
+    r"""Scores a completion of a prompt with a Hugging Face sequence-classification model, local or on the Hub.
+
+    The text of a pair is, with ``template``, the template filled in: ``{prompt}`` (the prompt text, or the part
+    ``prompt_pattern`` selects), ``{completion}``, ``{bos}`` and ``{eos}`` (the tokenizer's special tokens, empty when
+    it has none), stripped of surrounding white space, tokenised with the tokenizer's special tokens. The RACO paper's
+    summary-quality judge (``Tristan/gpt2_reward_summarization``) reads ``"{completion} {bos} {prompt}"`` with the
+    post stripped of its instructions. Without a template: for a conversational prompt (a message list) and a
+    tokenizer with a chat template, ``apply_chat_template(prompt + [{"role": "assistant", "content": completion
+    text}], tokenize=False)``, tokenised without adding special tokens (the template writes them); otherwise the
+    prompt text (message contents joined by newlines) followed directly by the completion text, tokenised with the
+    tokenizer's special tokens. Sequences longer than ``max_length`` tokens lose tokens on ``truncation_side``
+    (``left``, the default, keeps the end of the completion). Batches of ``batch_size`` are right-padded and run in
+    eval mode; the reward is ``logits[label_index]`` of the model (which pools the last non-padding token).
 
     Args:
         path: a local model directory (``save_pretrained`` output with its tokenizer), or a Hugging Face Hub id
@@ -582,13 +676,20 @@ class RewardModel:
         device: where the model runs; default ``"cuda"`` when available, else ``"cpu"``.
         label_index: which logit is the reward; ``None`` needs a model with ``num_labels == 1`` and uses 0.
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; default the dtype the model was saved in.
+        template: the text of a pair, with ``{prompt}``, ``{completion}``, ``{bos}``, ``{eos}`` (see above).
+        prompt_pattern: a regular expression whose first group is the part of the prompt text the judge reads
+            (``"(Subreddit:[\s\S]*?)\s*(?:Please directly output your summarization\.)?\s*$"``).
+        truncation_side: ``left`` or ``right``.
 
     Raises:
         FileNotFoundError: a local ``path`` that is not a directory, or a Hub id that is neither cached nor
             downloadable (the message names the ``hf download`` command).
         ValueError: invalid parameters, a ``revision`` with a local ``path``, ``label_index`` out of range,
-            ``label_index=None`` with several labels, or a tokenizer with neither a pad nor an EOS token.
+            ``label_index=None`` with several labels, a template with another placeholder, or a tokenizer with
+            neither a pad nor an EOS token.
     """
+
+    TEMPLATE_FIELDS = ("prompt", "completion", "bos", "eos")
 
     def __init__(
         self,
@@ -599,72 +700,99 @@ class RewardModel:
         label_index: int | None = None,
         dtype: str | None = None,
         revision: str | None = None,
+        template: str | None = None,
+        prompt_pattern: str | None = None,
+        truncation_side: str = "left",
     ):
-        self.__name__ = "reward_model"
-        source = resolve_model(path)
-        if source.hub_id is None and not source.path.is_dir():
-            raise FileNotFoundError(errno.ENOENT, "reward model directory not found", str(source.path))
-        model_name = source.location
-        self.batch_size = _positive_integer(batch_size, "batch_size", self.__name__)
-        self.max_length = _positive_integer(max_length, "max_length", self.__name__)
-        if dtype is not None:
-            _choice(dtype, tuple(DTYPES), "dtype", self.__name__)
-        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-
-        self.tokenizer = load_pretrained(AutoTokenizer, source, revision=revision)
-        self.model = load_pretrained(
-            AutoModelForSequenceClassification, source, revision=revision,
-            **({"dtype": DTYPES[dtype]} if dtype is not None else {}),
+        super().__init__(
+            "reward_model", path, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype,
+            revision=revision, prompt_pattern=prompt_pattern, truncation_side=truncation_side,
         )
-        num_labels = self.model.config.num_labels
-        if label_index is None:
-            if num_labels != 1:
+        self.label_index = self._label(label_index, "reward logit")
+        if template is not None:
+            fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+            unknown = sorted(fields - set(self.TEMPLATE_FIELDS))
+            if not isinstance(template, str) or unknown or "completion" not in fields:
                 raise ValueError(
-                    f"{self.__name__}: {model_name} has {num_labels} labels; choose the reward logit with label_index"
+                    f"{self.__name__}: template must be a string with {{completion}} and only the placeholders "
+                    f"{{{'}, {'.join(self.TEMPLATE_FIELDS)}}}; got {template!r}"
                 )
-            label_index = 0
-        if isinstance(label_index, bool) or not isinstance(label_index, int) or not 0 <= label_index < num_labels:
-            raise ValueError(
-                f"{self.__name__}: label_index must be an integer from 0 to {num_labels - 1}, got {label_index!r}"
-            )
-        self.label_index = label_index
+        self.template = template
 
-        if self.tokenizer.pad_token_id is None:
-            if self.tokenizer.eos_token is None:
-                raise ValueError(f"{self.__name__}: the tokenizer of {model_name} has neither a pad nor an EOS token")
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.truncation_side = "left"
-        text_config = self.model.config.get_text_config()
-        if text_config.pad_token_id is None:
-            text_config.pad_token_id = self.tokenizer.pad_token_id
-        self.model.to(self.device).eval().requires_grad_(False)
-
-    def _token_ids(self, prompt: Any, completion: Any) -> list[int]:
+    def text(self, prompt: Any, completion: Any) -> tuple[str, bool]:
+        """The text the model reads for one pair, and whether the tokenizer adds its special tokens to it."""
         text = completion_text(completion)
+        if self.template is not None:
+            filled = self.template.format(
+                prompt=self.passage(prompt), completion=text, bos=self.tokenizer.bos_token or "",
+                eos=self.tokenizer.eos_token or "",
+            )
+            return filled.strip(), True
         if isinstance(prompt, list) and getattr(self.tokenizer, "chat_template", None):
             messages = [*prompt, {"role": "assistant", "content": text}]
-            rendered = self.tokenizer.apply_chat_template(messages, tokenize=False)
-            add_special_tokens = False
-        else:
-            rendered = _prompt_text(prompt) + text
-            add_special_tokens = True
-        return self.tokenizer(
-            rendered, add_special_tokens=add_special_tokens, truncation=True, max_length=self.max_length
-        )["input_ids"]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False), False
+        return self.passage(prompt) + text, True
 
     def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
-        if len(prompts) != len(completions):
-            raise ValueError(f"{self.__name__}: got {len(prompts)} prompts for {len(completions)} completions")
-        ids = [self._token_ids(prompt, completion) for prompt, completion in zip(prompts, completions)]
-        scores: list[float | None] = []
-        with torch.no_grad():
-            for start in range(0, len(ids), self.batch_size):
-                batch = self.tokenizer.pad(
-                    {"input_ids": ids[start : start + self.batch_size]}, padding_side="right", return_tensors="pt"
-                )
-                logits = self.model(**batch.to(self.device)).logits
-                scores.extend(logits[:, self.label_index].float().tolist())
-        return scores
+        self._check_lengths(prompts, completions)
+        ids = []
+        for prompt, completion in zip(prompts, completions):
+            text, add_special_tokens = self.text(prompt, completion)
+            ids.append(self.tokenizer(
+                text, add_special_tokens=add_special_tokens, truncation=True, max_length=self.max_length
+            )["input_ids"])
+        logits = self.logits(len(ids), lambda start, stop: self.tokenizer.pad(
+            {"input_ids": ids[start:stop]}, padding_side="right", return_tensors="pt"
+        ))
+        return logits[:, self.label_index].tolist()
+
+
+class PairClassifier(_SequenceClassifier):
+    """P(label) of a sequence-pair classifier on (completion, prompt): a judge such as the RACO paper's faithfulness
+    detector (``CogComp/bart-faithful-summary-detector``, label 1 = faithful, read on (summary, post)).
+
+    The reward of a completion is ``softmax(logits)[label_index]`` of the model on the tokenizer's sequence pair
+    ``(completion text, passage)`` (``completion_first=False`` swaps them), where the passage is the prompt text or the
+    part ``prompt_pattern`` selects; the pair is truncated to ``max_length`` tokens longest-first, batched and padded
+    by the tokenizer. Other arguments as :class:`RewardModel`.
+
+    Raises:
+        ValueError: as :class:`RewardModel`, and a model with fewer than two labels.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        label_index: int = 1,
+        batch_size: int = 8,
+        max_length: int = 1024,
+        device: str | torch.device | None = None,
+        dtype: str | None = None,
+        revision: str | None = None,
+        prompt_pattern: str | None = None,
+        completion_first: bool = True,
+    ):
+        super().__init__(
+            "pair_classifier", path, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype,
+            revision=revision, prompt_pattern=prompt_pattern, truncation_side="right",
+        )
+        if self.model.config.num_labels < 2:
+            raise ValueError(
+                f"{self.__name__}: {self.model_name} has one label; a probability needs a classifier with two or more"
+            )
+        self.label_index = self._label(label_index, "class")
+        self.completion_first = bool(completion_first)
+
+    def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
+        self._check_lengths(prompts, completions)
+        texts = [completion_text(completion) for completion in completions]
+        passages = [self.passage(prompt) for prompt in prompts]
+        first, second = (texts, passages) if self.completion_first else (passages, texts)
+        logits = self.logits(len(texts), lambda start, stop: self.tokenizer(
+            first[start:stop], second[start:stop], padding=True, truncation=True, max_length=self.max_length,
+            return_tensors="pt",
+        ))
+        return torch.softmax(logits, dim=-1)[:, self.label_index].tolist()
 
 
 REWARDS: dict[str, Callable[..., RewardFunction]] = {
@@ -675,6 +803,7 @@ REWARDS: dict[str, Callable[..., RewardFunction]] = {
     "keyword": KeywordReward,
     "sentiment": SentimentReward,
     "reward_model": RewardModel,
+    "pair_classifier": PairClassifier,
 }
 """Built-in rewards by the name configs use; :func:`get_reward` builds them."""
 

@@ -50,6 +50,9 @@ __all__ = [
 SPEC_KINDS = ("name", "function", "sum")
 """The keys of which a reward spec has exactly one."""
 
+MODEL_REWARDS = ("reward_model", "pair_classifier")
+"""Built-in rewards whose ``path`` names a model: a local folder or a Hugging Face Hub id."""
+
 PATH_KEYS = ("path", "answers")
 """Keys whose values are file paths (a reward model's directory, an oracle's labels or answers file)."""
 
@@ -376,8 +379,9 @@ def resolve_spec_paths(value: Any, base: Path) -> Any:
     """A spec, a list of specs or an oracle mapping with its relative file paths made absolute against ``base``.
 
     Resolved: the file part of ``function: 'file.py:callable'`` and the string values of the keys ``path`` and
-    ``answers``, at any depth (``sum`` terms, lists); the ``path`` of a ``reward_model`` as a model name is
-    (:func:`paretoalign.models.resolve_model`): resolved when it exists beside the file, else kept (a Hub id).
+    ``answers``, at any depth (``sum`` terms, lists); the ``path`` of a model reward (:data:`MODEL_REWARDS`) as a model name is
+    (:func:`paretoalign.models.resolve_model`): resolved when it exists beside the file, else kept (a Hub id); so is
+    the ``dataset`` of a labels oracle.
     Module references, absolute paths and specs written as text are returned as they are; the input is not
     modified.
     """
@@ -387,9 +391,12 @@ def resolve_spec_paths(value: Any, base: Path) -> Any:
         return value
     resolved = {}
     for key, item in value.items():
-        if key == "path" and value.get("name") == "reward_model" and isinstance(item, str):
+        if key == "path" and value.get("name") in MODEL_REWARDS and isinstance(item, str):
             local = _absolute(item, base)
             item = local if os.path.exists(local) or resolve_model(item).hub_id is None else item
+        elif key == "dataset" and value.get("type") == "labels" and isinstance(item, str):
+            local = _absolute(item, base)
+            item = local if os.path.exists(local) else item
         elif key in PATH_KEYS and isinstance(item, str):
             item = _absolute(item, base)
         elif key == "function" and isinstance(item, str):

@@ -33,14 +33,29 @@ from paretoalign.weighting import ClippedCAGradWeighting
 __all__ = ["ObjectiveTrainerMixin", "refuse_sharded_gradients"]
 
 
-def refuse_sharded_gradients(distributed_type, gradients: str, advice: str) -> None:
-    """Raise ValueError under DeepSpeed or FSDP: they reduce or shard gradients inside their own backward hooks,
-    which per-objective gradients (``gradients`` names them in the message) bypass. ``advice`` ends the message."""
-    if distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+def refuse_sharded_gradients(distributed_type, gradients: str, advice: str, fsdp_version: int | None = None) -> None:
+    """Raise ValueError where the per-objective gradients (``gradients`` names them in the message) cannot be formed;
+    ``advice`` ends the message.
+
+    DeepSpeed ZeRO reduces and partitions gradients inside its own backward hooks, and FSDP1 keeps them in flat
+    buffers of whole layers, both out of reach of per-objective gradients: always refused. FSDP2 (``fully_shard``)
+    leaves each process a ``DTensor`` shard of every gradient, from which :mod:`paretoalign.sharding` forms the Gram
+    matrix: accepted when the caller passes ``fsdp_version`` (its trainer's exact engine handles sharded parameters),
+    refused otherwise.
+    """
+    if distributed_type == DistributedType.DEEPSPEED:
         raise ValueError(
-            f"{distributed_type.value} shards or reduces gradients inside its own backward hooks, which the "
+            f"DeepSpeed ZeRO reduces and partitions gradients inside its own backward hooks, which the {gradients} "
+            f"bypass; {advice}"
+        )
+    if distributed_type == DistributedType.FSDP and fsdp_version == 1:
+        raise ValueError(
+            f"FSDP1 reduces gradients into flat per-layer buffers inside its own backward hooks, which the "
             f"{gradients} bypass; {advice}"
         )
+    if distributed_type == DistributedType.FSDP and fsdp_version != 2:
+        raise ValueError(f"FSDP shards and reduces gradients inside its own backward hooks, which the {gradients} "
+                         f"bypass; {advice}")
 
 
 class ObjectiveTrainerMixin:

@@ -22,18 +22,29 @@ policy-gradient loss per reward from the decoupled advantages ``A_ik`` (:func:`p
 decoupled_advantages`): ``L_k`` is TRL's per-token loss (same importance ratio, clipping, KL term and ``loss_type``
 normalisation) with the advantage column k in place of ``A_i``. Their gradients ``g_k`` are accumulated over
 the micro-batches of an optimizer step, averaged across processes, and :class:`paretoalign.engine.
-ObjectiveGradients` (mode ``exact``) forms the Gram matrix ``G_kl = <g_k, g_l>``, asks the weighting for
-``alpha`` (user weights w on the simplex) and writes ``d = sum_k alpha_k g_k`` into ``.grad``. The K losses are
+ObjectiveGradients` forms the Gram matrix ``G_kl = <g_k, g_l>``, asks the weighting for ``alpha`` (user weights w on
+the simplex) and writes ``d = sum_k alpha_k g_k`` into ``.grad``. Every ``L_k`` reaches the model only through the
+per-token log-probabilities ``logp_nt`` of the shared forward, ``g_k = sum_nt (dL_k/dlogp_nt) grad logp_nt``, so
+``engine: fused`` forms the K gradients from one backward pass of the log-probabilities (two with TRL's KL term;
+:mod:`paretoalign.fused`); ``engine: exact`` runs K backward passes. ``engine: auto`` (the default) takes ``fused``
+unless gradient checkpointing (TRL's default), an entropy bonus or a router auxiliary loss is on, or the first
+micro-batch shows that the layer hooks do not apply to the model; the choice is logged once with its reason. The K losses are
 TRL's ``_compute_loss`` called K times on one shared forward pass (:meth:`MultiRewardGRPOTrainer.per_reward_losses`
 overrides ``_get_per_token_logps_and_entropies`` to reuse the first call's log-probabilities), so no part of TRL's
 loss is copied. With one reward, ``scale_rewards="group"`` and a weighting that gives ``alpha = 1`` (``mgda``,
 ``pcgrad``, ``upgrad``, or ``raco`` / ``cagrad`` with ``c = 0``), the update is exactly GRPO's; ``raco`` and
 ``cagrad`` with ``c > 0`` give ``alpha = 1 + c`` for a single objective, GRPO's direction scaled by ``1 + c``.
 
+**Unscored rewards.** A reward function may return ``None`` for completions it cannot judge (sparse multi-task
+rewards: each reward scores only its task's prompts). As in TRL, a generation batch in which a reward scored nothing
+trains: that reward contributes nothing (its NaN column drops out of the weighted sums; with a per-reward weighting
+its advantages, and so its policy-gradient term, are zero). ``skip_unscored_reward_batches: true`` skips such a
+batch's optimizer step instead.
+
 **Faults.** A reward function that raises, or returns anything but one number or ``None`` per completion, stops
 training with a :class:`RewardFunctionError` naming it. A generation batch in which a reward function returned
-an infinite value, or scored none of the completions (all ``None`` / NaN), and a non-finite loss or gradient
-skip the optimizer step (no parameter changes; logged with the step number and the reward), and
+an infinite value (or, with ``skip_unscored_reward_batches``, scored none of the completions), and a non-finite loss
+or gradient skip the optimizer step (no parameter changes; logged with the step number and the reward), and
 ``max_consecutive_skipped_steps`` skipped steps in a row stop the run with
 :class:`paretoalign.engine.NonFiniteTrainingError` (:class:`paretoalign.trainers.base.ObjectiveTrainerMixin`).
 
@@ -73,16 +84,23 @@ from paretoalign.advantages import (
 )
 from paretoalign.config import LoraArguments, ModelArguments, field_help, text_value
 from paretoalign.engine import ObjectiveGradients, SkipGuard, mean_across_processes
+from paretoalign.fused import FusedEngineNotApplicable
 from paretoalign.rewards.specs import checked_reward_function, parse_key_values, parse_reward_specs, reward_label
 from paretoalign.trainers.base import ObjectiveTrainerMixin, refuse_sharded_gradients
 from paretoalign.weighting import WEIGHTINGS, get_weighting, weights_for
 
-__all__ = ["AGGREGATIONS", "MultiRewardGRPOConfig", "MultiRewardGRPOTrainer", "resolve_conditions"]
+__all__ = ["AGGREGATIONS", "RL_ENGINES", "MultiRewardGRPOConfig", "MultiRewardGRPOTrainer", "resolve_conditions"]
 
 logger = logging.getLogger(__name__)
 
 AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
 """Values of TRL's ``multi_objective_aggregation``: GRPO and GDPO."""
+
+RL_ENGINES = ("auto", "exact", "fused")
+"""Values of ``engine``: how the per-reward gradients are formed (:mod:`paretoalign.engine`)."""
+
+
+ROUTER_AUX_LOSS = "the router auxiliary loss reads the router logits, not only the per-token log-probabilities"
 
 
 def bf16_gpu_available(use_cpu: bool) -> bool:
@@ -150,6 +168,21 @@ class MultiRewardGRPOConfig(ModelArguments, LoraArguments, GRPOConfig):
         default=None,
         metadata=field_help("Parameters of the weighting, e.g. {c: 0.4, clip: true} for raco (command line 'c=0.4')."),
     )
+    engine: str = field(
+        default="auto",
+        metadata=field_help(
+            "How a per-reward weighting forms the K gradients: 'fused' (one backward pass of the per-token "
+            "log-probabilities, two with a KL term), 'exact' (K backward passes) or 'auto' (fused unless gradient "
+            "checkpointing, an entropy bonus or a router auxiliary loss is on, or the model defeats its layer hooks)."
+        ),
+    )
+    skip_unscored_reward_batches: bool = field(
+        default=False,
+        metadata=field_help(
+            "Skip the optimizer step of a generation batch in which a reward scored no completion (all None). Off: "
+            "train on it, that reward contributing nothing (TRL's behaviour; sparse multi-task rewards)."
+        ),
+    )
     max_consecutive_skipped_steps: int = field(
         default=10,
         metadata=field_help("Stop after this many consecutive steps skipped for a non-finite reward or gradient."),
@@ -183,12 +216,23 @@ class MultiRewardGRPOConfig(ModelArguments, LoraArguments, GRPOConfig):
     def _validate(self) -> None:
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {sorted(WEIGHTINGS)}, got {self.weighting!r}.")
+        if self.weighting == "amopo":
+            raise ValueError(
+                "weighting=amopo is a preference-training baseline (its alpha needs the token probabilities of "
+                "preference pairs); choose another weighting for RL."
+            )
         if self.multi_objective_aggregation not in AGGREGATIONS:
             raise ValueError(
                 f"multi_objective_aggregation must be one of {list(AGGREGATIONS)}, "
                 f"got {self.multi_objective_aggregation!r}."
             )
         SkipGuard(self.max_consecutive_skipped_steps)
+        if self.engine not in RL_ENGINES:
+            raise ValueError(f"engine must be one of {list(RL_ENGINES)}, got {self.engine!r}.")
+        if self.engine == "fused" and self.per_reward_gradients:
+            obstacle = self.fused_engine_obstacle()
+            if obstacle is not None:
+                raise ValueError(f"engine=fused: {obstacle}; turn it off or use engine=exact.")
         if self.num_problems < 1:
             raise ValueError(f"num_problems must be at least 1, got {self.num_problems}.")
         if self.num_eval_prompts < 0:
@@ -217,6 +261,14 @@ class MultiRewardGRPOConfig(ModelArguments, LoraArguments, GRPOConfig):
                 )
             if names is not None:
                 self.build_weighting(names)
+
+    def fused_engine_obstacle(self) -> str | None:
+        """Why a setting keeps the fused engine from forming the per-reward gradients (None: nothing does)."""
+        if self.gradient_checkpointing:
+            return "gradient checkpointing (TRL's default) repeats the layer calls that the fused hooks rely on"
+        if self.entropy_coef != 0.0 or self.use_adaptive_entropy:
+            return "the entropy bonus (entropy_coef) reads the logits, not only the per-token log-probabilities"
+        return None
 
     def validated_reward_weights(self, names: Sequence[str]) -> list[float]:
         """``reward_weights`` for the rewards ``names`` (:func:`paretoalign.weighting.weights_for`): any finite values
@@ -328,15 +380,19 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
                 self.accelerator.distributed_type, "per-reward gradients", "use DDP or weighting=weighted_sum."
             )
         self.engine: ObjectiveGradients | None = None
+        self._engine_unconfirmed = False
         self._scored_rewards: torch.Tensor | None = None
         self._generation_fault: str | None = None
         self.skip_guard = SkipGuard(args.max_consecutive_skipped_steps)
+        if self.per_reward_gradients and args.engine == "fused" and self.aux_loss_enabled:
+            raise ValueError(f"engine=fused: {ROUTER_AUX_LOSS}; set router_aux_loss_coef: 0 or use engine=exact.")
         logger.info(
-            "rewards %s, weights %s, aggregation %s, weighting %s, conditions %s",
+            "rewards %s, weights %s, aggregation %s, weighting %s, engine %s, conditions %s",
             self.reward_names,
             args.reward_weights,
             args.multi_objective_aggregation,
             self.weighting if self.weighting is not None else "weighted_sum (TRL's loss)",
+            args.engine if self.per_reward_gradients else "none",
             self.conditions,
         )
 
@@ -373,13 +429,14 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
         return output
 
     def reward_fault(self, rewards: torch.Tensor) -> str | None:
-        """Why a generation batch cannot train: a reward that is infinite somewhere or scored no completion."""
+        """Why a generation batch cannot train: a reward that is infinite somewhere, or (with
+        ``skip_unscored_reward_batches``) one that scored no completion."""
         problems = []
         for k, name in enumerate(self.reward_names):
             column = rewards[:, k]
             if torch.isinf(column).any():
                 problems.append(f"reward {name!r} returned an infinite value")
-            elif torch.isnan(column).all():
+            elif self.args.skip_unscored_reward_batches and torch.isnan(column).all():
                 problems.append(f"reward {name!r} scored none of the {len(column)} completions (all None or NaN)")
         return "; ".join(problems) or None
 
@@ -405,11 +462,12 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
             metrics[f"collapse/{aggregation}/distinct_in_batch"].append(distinct_per_group(aggregated, len(aggregated)))
 
     @contextmanager
-    def _shared_policy_forward(self) -> Iterator[None]:
-        """Within this block every policy forward pass returns the first one's log-probabilities (and graph)."""
+    def _shared_policy_forward(self) -> Iterator[list]:
+        """Within this block every policy forward pass returns the first one's log-probabilities (and graph); yields
+        the list that holds that forward's output."""
         self._policy_forward_cache = []
         try:
-            yield
+            yield self._policy_forward_cache
         finally:
             self._policy_forward_cache = None
 
@@ -421,8 +479,10 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
             cache.append(super()._get_per_token_logps_and_entropies(model, *args, **kwargs))
         return cache[0]
 
-    def per_reward_losses(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-        """``[L_1, ..., L_K]``: TRL's loss with advantage column k of ``inputs["reward_advantages"]``.
+    def per_reward_losses(self, model: nn.Module, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[L_1, ..., L_K]``: TRL's loss with advantage column k of ``inputs["reward_advantages"]``, and the
+        per-token log-probabilities ``[B, T]`` of the completions, through which alone the losses see the model
+        (unless an entropy bonus or a router auxiliary loss is on).
 
         One forward pass is shared by the K losses. TRL's per-loss metrics (KL, entropy, clip ratios) are recorded
         once, averaged over the K losses (KL and entropy do not depend on the advantages).
@@ -431,17 +491,18 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         metrics = self._metrics[mode]
         recorded = {key: len(values) for key, values in metrics.items()}
-        with self._shared_policy_forward():
+        with self._shared_policy_forward() as forward:
             losses = [
                 self._compute_loss(model, {**inputs, "advantages": reward_advantages[:, k]})
                 for k in range(reward_advantages.shape[1])
             ]
+            per_token_logps = forward[0][0]
         for key, values in metrics.items():
             added = values[recorded.get(key, 0):]
             if len(added) > 1:
                 del values[recorded.get(key, 0):]
                 values.append(sum(added) / len(added))
-        return torch.stack(losses)
+        return torch.stack(losses), per_token_logps
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """TRL's loss; with a per-reward weighting, ``sum_k w_k L_k`` (evaluation only: training combines the K
@@ -450,7 +511,7 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if return_outputs:
             raise ValueError("MultiRewardGRPOTrainer does not return outputs from compute_loss.")
-        losses = self.per_reward_losses(model, inputs)
+        losses, _ = self.per_reward_losses(model, inputs)
         return losses @ self.reward_weights.to(device=losses.device, dtype=losses.dtype)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -470,22 +531,22 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
         model.train()
         inputs = self._prepare_inputs(inputs)
         if self.engine is None:
-            self.engine = ObjectiveGradients(
-                [p for p in model.parameters() if p.requires_grad],
-                self.weighting,
-                mode="exact",
-                reduce_gradients=mean_across_processes(self.accelerator.num_processes),
-            )
+            self.engine = self._build_engine(model)
         with self.accelerator.no_sync(model), self.compute_loss_context_manager():
-            losses = self.per_reward_losses(model, inputs)
+            try:
+                losses, per_token_logps = self.per_reward_losses(model, inputs)
+            except FusedEngineNotApplicable as error:
+                if not self._engine_unconfirmed:
+                    raise
+                self._confirm_auto_engine(error)
+                losses, per_token_logps = self.per_reward_losses(model, inputs)
         fault = self._generation_fault
         if fault is None and not torch.isfinite(losses).all():
             bad = [name for name, value in zip(self.reward_names, losses.tolist()) if not math.isfinite(value)]
             fault = f"non-finite loss for reward(s) {bad}"
         self.note_fault(fault)
         if fault is None:
-            # TRL's loss is already divided by the gradient-accumulation steps.
-            self.engine.accumulate(losses)
+            self._accumulate(losses, per_token_logps)
         if self.accelerator.sync_gradients:
             step = self.engine.step() if self.window_may_step() else None
             if step is not None and not step.finite:
@@ -501,6 +562,59 @@ class MultiRewardGRPOTrainer(ObjectiveTrainerMixin, GRPOTrainer):
             self._current_train_step_time = 0.0
         weights = self.reward_weights.to(device=losses.device, dtype=losses.dtype)
         return torch.nan_to_num((losses.detach() @ weights), nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _fused_obstacle(self) -> str | None:
+        """Why the fused engine cannot form this run's per-reward gradients (None: it can)."""
+        obstacle = self.args.fused_engine_obstacle()
+        if obstacle is None and self.aux_loss_enabled:
+            return ROUTER_AUX_LOSS
+        return obstacle
+
+    def _build_engine(self, model: nn.Module) -> ObjectiveGradients:
+        """The per-reward engine of ``args.engine``, with ``auto`` resolved (logged with its reason)."""
+        reduce = mean_across_processes(self.accelerator.num_processes)
+        mode = self.args.engine
+        if mode == "auto":
+            obstacle = self._fused_obstacle()
+            if obstacle is not None:
+                logger.info("engine auto: exact (%s)", obstacle)
+            mode = "fused" if obstacle is None else "exact"
+        if mode == "fused":
+            try:
+                engine = ObjectiveGradients(model, self.weighting, mode="fused", reduce_gradients=reduce)
+            except FusedEngineNotApplicable as error:
+                if self.args.engine != "auto":
+                    raise
+                logger.info("engine auto: exact (the fused engine does not apply: %s)", error)
+            else:
+                self._engine_unconfirmed = self.args.engine == "auto"
+                return engine
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return ObjectiveGradients(trainable, self.weighting, mode="exact", reduce_gradients=reduce)
+
+    def _confirm_auto_engine(self, error: FusedEngineNotApplicable | None) -> None:
+        """Log the automatic choice once, after the first fused micro-batch went through or failed on the model."""
+        self._engine_unconfirmed = False
+        if error is None:
+            logger.info("engine auto: fused (one backward pass of the log-probabilities gives the per-reward gradients)")
+            return
+        logger.info("engine auto: exact (the fused engine does not apply to this model: %s)", error)
+        self.engine.use_exact()
+
+    def _accumulate(self, losses: torch.Tensor, per_token_logps: torch.Tensor) -> None:
+        """Add this micro-batch's per-reward gradients to the engine (TRL's loss is already divided by the
+        gradient-accumulation steps). The fused engine's checks run before its backward pass, so a first fused
+        micro-batch that shows the hooks do not apply leaves the graph for the exact engine."""
+        if not self._engine_unconfirmed:
+            self.engine.accumulate(losses, pair_values=per_token_logps)
+            return
+        try:
+            self.engine.accumulate(losses, pair_values=per_token_logps)
+        except FusedEngineNotApplicable as error:
+            self._confirm_auto_engine(error)
+            self.engine.accumulate(losses)
+        else:
+            self._confirm_auto_engine(None)
 
     @staticmethod
     def _gradients_finite(model: nn.Module) -> bool:

@@ -11,14 +11,30 @@ One training step, top to bottom:
    parameters, the weighting (``raco`` by default) turns it into ``alpha``, and ``sum_k alpha_k g_k`` lands in
    ``.grad``; Hugging Face's Trainer then clips, steps the optimizer and the schedule, logs and checkpoints.
 
-Gradient accumulation: with ``engine="exact"`` or ``engine="fused"`` the per-objective gradients of the
-micro-batches are summed (each scaled by 1 / accumulation steps) and the Gram matrix and ``alpha`` are formed once,
-on the accumulated batch, so accumulating micro-batches gives the same update as one large batch.
+Gradient accumulation (``gram_scope``): with ``engine="exact"`` or ``engine="fused"`` the per-objective gradients of
+the micro-batches are summed (each scaled by 1 / accumulation steps) and the Gram matrix and ``alpha`` are formed
+once, on the accumulated batch (``gram_scope="step"``, the default), so accumulating micro-batches gives the same
+update as one large batch: the weighting solves its problem once, on the gradient the optimizer actually uses.
+``gram_scope="micro_batch"`` is the RACO authors' rule (``training_step`` of PeterLauLukChen/RACO's
+``dpo_trainer.py``): each micro-batch forms its own Gram matrix and ``alpha`` and adds its combined gradient times
+1 / accumulation steps to ``.grad``; the optimizer steps on the sum. Its update then depends on how the batch is
+split into micro-batches (``sum_m alpha^(m) g^(m)`` instead of ``alpha sum_m g^(m)``), and the logged ``alpha`` is
+the mean over the window's micro-batches. Across processes each micro-batch's per-objective gradients are still
+all-reduced before its Gram matrix is formed.
+
 ``engine="autogram"`` needs the whole batch in one forward pass. ``engine="fused"`` receives ``delta`` with the
 losses and forms the K per-objective gradients from one backward pass (:mod:`paretoalign.fused`); the default
 ``engine="auto"`` takes it unless gradient checkpointing is on or the first micro-batch shows that its layer hooks do
 not apply to the model (then ``exact``), and logs the choice once. Across processes, per-objective gradients are
 all-reduced before the Gram matrix is formed.
+
+Paper options (``docs/faithfulness.md``): ``tie_handling="include"`` takes the authors' per-objective mean over all
+pairs (:func:`paretoalign.losses.preference_losses`); ``length_normalized`` scores policy and reference by their
+per-token average log-probabilities for any loss (the authors' ``raco_length_normalized``); ``weighting="amopo"``
+trains the AMoPO baseline (:class:`paretoalign.weighting.AMoPOWeighting`): reference-free, length-normalised margins
+``delta_i = log pi(y_a) / |y_a| - log pi(y_b) / |y_b|`` (no reference forward pass, no reference copy) and AMoPO's
+adaptive ``alpha`` from Gaussian draws over the policy's token probabilities, summed over the accumulation window and
+all processes before each update.
 
 A step whose loss or gradient is not finite is skipped (no parameter changes), logged with its step number and
 objectives, and the run stops after ``max_consecutive_skipped_steps`` such steps in a row
@@ -30,6 +46,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,17 +59,33 @@ from paretoalign.config import LoraArguments, ModelArguments, field_help
 from paretoalign.data.preferences import load_preferences
 from paretoalign.data.sampler import ObjectiveBalancedSampler
 from paretoalign.data.tokenize import PreferenceCollator, tokenize_preferences
-from paretoalign.engine import ENGINE_MODES, ObjectiveGradients, SkipGuard, mean_across_processes
+from paretoalign.engine import ENGINE_MODES, EngineStep, ObjectiveGradients, SkipGuard, mean_across_processes
 from paretoalign.fused import FusedEngineNotApplicable
-from paretoalign.losses import LOSS_TYPES, preference_losses, preference_metrics
-from paretoalign.models import frozen_reference, reference_logps, sequence_logps
+from paretoalign.losses import LOSS_TYPES, TIE_HANDLINGS, preference_losses, preference_metrics
+from paretoalign.models import (
+    check_sequence_shapes,
+    frozen_reference,
+    masked_sequence_sum,
+    reference_logps,
+    token_logps,
+)
 from paretoalign.rewards.specs import parse_reward_spec, reward_label
 from paretoalign.trainers.base import ObjectiveTrainerMixin, refuse_sharded_gradients
-from paretoalign.weighting import WEIGHTINGS, get_weighting, validate_weights, weights_for
+from paretoalign.weighting import (
+    WEIGHTINGS,
+    amopo_objective_scores,
+    amopo_sequence_draws,
+    get_weighting,
+    validate_weights,
+    weights_for,
+)
 
-__all__ = ["ParetoPreferenceConfig", "ParetoPreferenceTrainer", "prepare_preference_data"]
+__all__ = ["GRAM_SCOPES", "ParetoPreferenceConfig", "ParetoPreferenceTrainer", "prepare_preference_data"]
 
 logger = logging.getLogger(__name__)
+
+#: Where the Gram matrix and alpha are formed: once per optimizer step, or once per micro-batch (the RACO authors').
+GRAM_SCOPES = ("step", "micro_batch")
 
 
 @dataclass
@@ -100,6 +133,37 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
     )
     beta: float = field(default=0.2, metadata=field_help("KL-regularisation strength of the DPO-style losses."))
     loss_type: str = field(default="sigmoid", metadata=field_help(f"Per-objective preference loss: one of {list(LOSS_TYPES)}."))
+    length_normalized: bool | None = field(
+        default=None,
+        metadata=field_help(
+            "Score policy and reference sequences by their per-token average log-probability instead of the sum, for "
+            "any loss_type (the RACO authors' raco_length_normalized). Unset: true for ipo (as TRL) and amopo, false "
+            "otherwise."
+        ),
+    )
+    tie_handling: str = field(
+        default="exclude",
+        metadata=field_help(
+            f"Pairs unlabelled for an objective (label 0), one of {list(TIE_HANDLINGS)}: 'exclude' averages each "
+            "objective's loss over its labelled pairs; 'include' (the RACO authors' code) over all pairs of the "
+            "micro-batch, an unlabelled pair adding the loss of a zero margin (log 2 for sigmoid) and no gradient."
+        ),
+    )
+    gram_scope: str = field(
+        default="step",
+        metadata=field_help(
+            f"Where the Gram matrix and alpha are formed, one of {list(GRAM_SCOPES)}: 'step' once per optimizer step "
+            "on the accumulated gradients (the update does not depend on how the batch is split); 'micro_batch' per "
+            "micro-batch, each combined gradient / gradient_accumulation_steps added to .grad (the RACO authors' code)."
+        ),
+    )
+    amopo_adaptive: bool = field(
+        default=True,
+        metadata=field_help(
+            "weighting=amopo only: AMoPO's adaptive alpha (Gaussian draws over the policy's token probabilities, "
+            "softmax tilted by the weights); false: alpha = the weights (the RACO authors' static AMoPO baseline)."
+        ),
+    )
     max_length: int = field(default=256, metadata=field_help("Maximum tokens of prompt + response per sequence."))
     max_prompt_length: int | None = field(
         default=None, metadata=field_help("Prompt tokens kept when a pair is too long (default max_length // 2).")
@@ -177,6 +241,12 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
             raise ValueError(f"weighting must be one of {sorted(WEIGHTINGS)}, got {self.weighting!r}.")
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {self.loss_type!r}.")
+        if self.tie_handling not in TIE_HANDLINGS:
+            raise ValueError(f"tie_handling must be one of {list(TIE_HANDLINGS)}, got {self.tie_handling!r}.")
+        if self.gram_scope not in GRAM_SCOPES:
+            raise ValueError(f"gram_scope must be one of {list(GRAM_SCOPES)}, got {self.gram_scope!r}.")
+        if self.weighting == "amopo":
+            self._validate_amopo()
         if self.engine not in ("auto", *ENGINE_MODES):
             raise ValueError(f"engine must be 'auto' or one of {list(ENGINE_MODES)}, got {self.engine!r}.")
         if self.engine == "autogram" and self.gradient_accumulation_steps != 1:
@@ -208,6 +278,16 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
             self.objective_proportions = validate_weights(self.objective_proportions).tolist()
         self._validate_generation()
 
+    def _validate_amopo(self) -> None:
+        """AMoPO's loss is the sigmoid loss on reference-free, length-normalised margins."""
+        if self.loss_type != "sigmoid":
+            raise ValueError(f"weighting=amopo uses the sigmoid loss (AMoPO's Eq. 9); got loss_type={self.loss_type!r}.")
+        if self.length_normalized is False:
+            raise ValueError("weighting=amopo uses length-normalised margins; leave length_normalized unset or true.")
+        if self.precompute_ref_logps:
+            raise ValueError("weighting=amopo is reference-free: there are no reference log-probabilities to "
+                             "precompute; set precompute_ref_logps to false.")
+
     def _validate_generation(self) -> None:
         """The generation-score fields of ``paretoalign eval``: reward specs checked (not built), names distinct."""
         for name in ("max_eval_prompts", "eval_max_new_tokens"):
@@ -229,8 +309,16 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
 
     @property
     def average_logps(self) -> bool:
-        """Whether sequences are scored by their per-token average log-probability (IPO, as TRL) instead of the sum."""
-        return self.loss_type == "ipo"
+        """Whether sequences are scored by their per-token average log-probability instead of the sum:
+        ``length_normalized`` when set, else True for IPO (as TRL) and AMoPO, False otherwise."""
+        if self.length_normalized is not None:
+            return self.length_normalized
+        return self.loss_type == "ipo" or self.weighting == "amopo"
+
+    @property
+    def reference_free(self) -> bool:
+        """Whether the margins leave the reference policy out (AMoPO): ``delta_i = log pi(y_a) - log pi(y_b)``."""
+        return self.weighting == "amopo"
 
     def weighting_params(self) -> dict[str, Any]:
         """The keyword parameters of :func:`paretoalign.weighting.get_weighting` for the chosen weighting."""
@@ -243,6 +331,8 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
                 "clip_target": self.clip_target,
                 "clip_threshold": self.clip_threshold,
             }
+        if self.weighting == "amopo":
+            return {"adaptive": self.amopo_adaptive}
         return {}
 
     def resolved_weights(self, objective_names: list[str]) -> list[float]:
@@ -270,7 +360,7 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
         train_dataset / eval_dataset: tokenised pairs from :func:`paretoalign.data.tokenize.tokenize_preferences`.
         processing_class: the tokenizer (its pad token id pads batches).
         ref_model: a frozen reference policy; omitted with LoRA (the adapter is disabled instead) and built as a
-            frozen copy of ``model`` otherwise.
+            frozen copy of ``model`` otherwise (not with ``weighting="amopo"``, which needs no reference).
     """
 
     def __init__(
@@ -298,16 +388,25 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
             processing_class=processing_class,
             callbacks=callbacks,
         )
+        fsdp_version = self.accelerator.state.fsdp_plugin.fsdp_version if self.is_fsdp_enabled else None
         refuse_sharded_gradients(
-            self.accelerator.distributed_type, "per-objective gradients", "use DDP (accelerate launch --multi_gpu) instead."
+            self.accelerator.distributed_type, "per-objective gradients",
+            "use FSDP2 (fsdp_config: {version: 2}) or DDP (accelerate launch --multi_gpu).", fsdp_version,
         )
-        if ref_model is None and not isinstance(model, PeftModel):
+        if fsdp_version == 2 and args.engine not in ("auto", "exact"):
+            raise ValueError(
+                f"engine={args.engine} does not work on FSDP2's sharded parameters; use engine=exact (or auto)."
+            )
+        if ref_model is None and not isinstance(model, PeftModel) and not args.reference_free:
             ref_model = frozen_reference(model)
         self.ref_model = ref_model.to(self.args.device) if ref_model is not None else None
         self.weighting = get_weighting(args.weighting, self.user_weights, **args.weighting_params())
         self.engine: ObjectiveGradients | None = None
         self._engine_unconfirmed = False
         self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._micro_batch_steps: list[EngineStep] = []
+        self._amopo_totals: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._amopo_generator = torch.Generator().manual_seed(args.seed + self.accelerator.process_index)
         self.skip_guard = SkipGuard(args.max_consecutive_skipped_steps)
         logger.info(
             "objectives %s, weights %s, weighting %s, engine %s",
@@ -326,12 +425,24 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
             seed=self.args.seed,
         )
 
-    def objective_losses(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The K objective losses of a batch and its log-ratio differences ``delta`` [N]."""
+    def objective_losses(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        on_token_logps: Callable[[torch.Tensor, dict[str, torch.Tensor]], None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K objective losses of a batch and its log-ratio differences ``delta`` [N]; ``on_token_logps`` is
+        called with the policy's per-token log-probabilities (:func:`paretoalign.models.token_logps`, detached)."""
         average = self.args.average_logps
         sequences = (inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"])
-        policy = sequence_logps(model, *sequences, average=average)
-        if "reference_logps" in inputs:
+        check_sequence_shapes(*sequences)
+        tokens = token_logps(model, inputs["input_ids"], inputs["attention_mask"])
+        if on_token_logps is not None:
+            on_token_logps(tokens.detach(), inputs)
+        policy = masked_sequence_sum(tokens, inputs["response_mask"], average)
+        if self.args.reference_free:
+            reference = torch.zeros_like(policy)
+        elif "reference_logps" in inputs:
             reference = inputs["reference_logps"].to(policy.dtype)
         else:
             unwrapped = self.accelerator.unwrap_model(model)
@@ -339,7 +450,8 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
         num_pairs = inputs["labels"].shape[0]
         logratios = policy - reference
         delta = logratios[:num_pairs] - logratios[num_pairs:]
-        return preference_losses(delta, inputs["labels"], self.args.beta, self.args.loss_type), delta
+        losses = preference_losses(delta, inputs["labels"], self.args.beta, self.args.loss_type, self.args.tie_handling)
+        return losses, delta
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The user-weighted sum ``sum_k w_k L_k`` (for evaluation loops; training uses :meth:`training_step`)."""
@@ -351,6 +463,9 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
         """The configured engine, with ``auto`` resolved: ``fused`` unless gradient checkpointing is on."""
         if self.args.engine != "auto":
             return self.args.engine
+        if self.is_fsdp_enabled:
+            logger.info("engine auto: exact (the only engine that takes FSDP2's sharded gradients)")
+            return "exact"
         if self.args.gradient_checkpointing:
             logger.info("engine auto: exact (gradient checkpointing repeats layer calls the fused hooks rely on)")
             return "exact"
@@ -364,7 +479,7 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
                 "of the global gradient has cross terms it cannot see. Use engine=exact with several processes."
             )
         target = model if mode in ("autogram", "fused") else [p for p in model.parameters() if p.requires_grad]
-        reduce = mean_across_processes(self.accelerator.num_processes)
+        reduce = None if self.is_fsdp_enabled else mean_across_processes(self.accelerator.num_processes)
         try:
             engine = ObjectiveGradients(target, self.weighting, mode=mode, reduce_gradients=reduce)
         except FusedEngineNotApplicable as error:
@@ -406,26 +521,90 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
         return torch.nan_to_num(scalarised, nan=0.0, posinf=0.0, neginf=0.0)
 
     def _objective_step(self, model: nn.Module, inputs: dict[str, Any], accumulation_steps: int) -> torch.Tensor:
-        """Forward one micro-batch, accumulate its per-objective gradients, update at the end of the window."""
+        """Forward one micro-batch, accumulate its per-objective gradients, update at the end of the window (or, with
+        ``gram_scope="micro_batch"``, after every micro-batch)."""
         with self.accelerator.no_sync(model):
-            losses, delta = self.objective_losses(model, inputs)
+            recording = self._record_amopo_scores if self.args.weighting == "amopo" and self.args.amopo_adaptive else None
+            losses, delta = self.objective_losses(model, inputs, on_token_logps=recording)
         finite = bool(torch.isfinite(losses).all())
         self._record_batch(losses, delta, inputs["labels"])
         if not finite:
             bad = [name for name, value in zip(self.objective_names, losses.tolist()) if not math.isfinite(value)]
             self.note_fault(f"non-finite loss for objective(s) {bad}")
         if self.engine.mode in ("exact", "fused"):
+            per_micro_batch = self.args.gram_scope == "micro_batch"
             if finite:
-                self.engine.accumulate(losses, scale=1.0 / accumulation_steps, pair_values=delta)
+                scale = 1.0 if per_micro_batch else 1.0 / accumulation_steps
+                self.engine.accumulate(losses, scale=scale, pair_values=delta)
+            if per_micro_batch:
+                self._micro_batch_update(accumulation_steps)
             if not self.accelerator.sync_gradients:
                 return losses
-            step = self.engine.step() if self.window_may_step() else None
+            if per_micro_batch:
+                step = self._window_of_micro_batches()
+            elif self.window_may_step():
+                self._hand_over_amopo_scores()
+                step = self.engine.step()
+            else:
+                step = None
+        elif finite:
+            self._hand_over_amopo_scores()
+            step = self.engine.backward(losses)
         else:
-            step = self.engine.backward(losses) if finite else None
+            step = None
         if step is not None and not step.finite:
             self.note_fault("non-finite gradient")
+        self._amopo_totals = None
         self.end_window(model, step, self._metrics)
         return losses
+
+    def _hand_over_amopo_scores(self) -> None:
+        """Before a combined update: adaptive AMoPO gets the scores of the micro-batches since the last update
+        (:meth:`_amopo_scores`; collective with several processes); any other weighting: nothing."""
+        if self.args.weighting == "amopo" and self.args.amopo_adaptive:
+            self.weighting.set_scores(self._amopo_scores())
+
+    def _micro_batch_update(self, accumulation_steps: int) -> None:
+        """``gram_scope="micro_batch"``: this micro-batch's Gram matrix, alpha, and its combined gradient times
+        1 / ``accumulation_steps`` added to ``.grad``; after a fault in the window (on any process) nothing more is
+        added. Collective: every process calls it for every micro-batch."""
+        if not self.window_may_step():
+            self.engine.discard()
+            self._amopo_totals = None
+            return
+        self._hand_over_amopo_scores()
+        step = self.engine.step(scale=1.0 / accumulation_steps)
+        if step.finite:
+            self._micro_batch_steps.append(step)
+        else:
+            self.note_fault("non-finite gradient")
+
+    def _window_of_micro_batches(self) -> EngineStep | None:
+        """What the window's per-micro-batch updates used, for the logs: the mean Gram matrix and the mean alpha."""
+        steps, self._micro_batch_steps = self._micro_batch_steps, []
+        if not steps:
+            return None
+        gram = torch.stack([step.gram for step in steps]).mean(dim=0)
+        return EngineStep(gram=gram, alpha=torch.stack([step.alpha for step in steps]).mean(dim=0), finite=True)
+
+    def _record_amopo_scores(self, tokens: torch.Tensor, inputs: dict[str, torch.Tensor]) -> None:
+        """Adaptive AMoPO: add this micro-batch's score sums and counts, from the policy's per-token log-probabilities
+        (:func:`paretoalign.weighting.amopo_sequence_draws`, :func:`paretoalign.weighting.amopo_objective_scores`),
+        to the window's."""
+        draws = amopo_sequence_draws(tokens.exp(), inputs["response_mask"][:, 1:], self._amopo_generator)
+        sums, counts = amopo_objective_scores(draws, inputs["labels"])
+        if self._amopo_totals is not None:
+            sums, counts = sums + self._amopo_totals[0], counts + self._amopo_totals[1]
+        self._amopo_totals = (sums, counts)
+
+    def _amopo_scores(self) -> torch.Tensor:
+        """AMoPO's ``a_k``: the score sums over the counts of the window (of this micro-batch with
+        ``gram_scope="micro_batch"``), summed over the processes; NaN for an objective without a labelled pair."""
+        sums, counts = self._amopo_totals
+        self._amopo_totals = None
+        if self.accelerator.num_processes > 1:
+            sums, counts = self.accelerator.reduce(torch.stack([sums, counts]), reduction="sum")
+        return torch.where(counts > 0, sums / counts.clamp_min(1.0), float("nan"))
 
     def _record_batch(self, losses: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor) -> None:
         metrics = preference_metrics(delta, labels, self.args.beta)

@@ -30,10 +30,14 @@ One iteration, step by step:
 2. Train the policy on the iteration's pairs with the ``update`` the trainer was given: ``paretoalign transfer``
    passes the preference trainer with one objective (:func:`paretoalign.commands.transfer.preference_update`:
    ``sigmoid``: DPO, ``ipo``: IPO on per-token average log-ratios, as TRL; ``epochs_per_iteration`` epochs of AdamW
-   at a constant learning rate in mini-batches of ``batch_size`` pairs, a fresh optimizer each iteration). The
-   reference ``pi_ref`` is the initial policy throughout (the base weights with the LoRA adapter disabled, or a
-   frozen copy), so the iterations climb the same KL-regularised objective ``E[r*] - beta KL(pi || pi_ref)``. The
-   next iteration samples from the new policy.
+   at a constant learning rate in mini-batches of ``batch_size`` pairs, a fresh optimizer each iteration). With
+   ``reference="initial"`` (the default) the reference ``pi_ref`` is the initial policy throughout (the base weights
+   with the LoRA adapter disabled, or a frozen copy), so the iterations climb the same KL-regularised objective
+   ``E[r*] - beta KL(pi || pi_ref)``. ``reference="iteration_start"`` is the authors' rule (``dpo_iteration/
+   run_dpo.py`` of jiaweihhuang/RLHF_RewardTransfer loads the previous iteration's model as reference): the
+   reference of iteration t is a frozen copy of the policy ``pi_t`` taken when the iteration starts (with LoRA, of
+   the base weights and the adapter together), so each iteration is a step of ``beta KL(pi || pi_t)``-regularised
+   policy improvement; its objective moves with t. The next iteration samples from the new policy.
 
 3. Write a checkpoint atomically (policy, selector state, ledger, prompt cursor, metrics history, RNG states);
    a run started again with the same ``output_dir`` resumes from it. The run ends after ``iterations``
@@ -99,6 +103,8 @@ __all__ = ["PairUpdate", "TransferConfig", "TransferTrainer"]
 logger = logging.getLogger(__name__)
 
 TRANSFER_LOSS_TYPES = ("sigmoid", "ipo")
+#: The DPO reference of an iteration: the initial policy, or the policy when the iteration starts (the authors').
+TRANSFER_REFERENCES = ("initial", "iteration_start")
 
 #: ``update(model, tokenizer, pairs, reference, iteration) -> metrics``: trains the policy on one iteration's pairs.
 PairUpdate = Callable[[nn.Module, Any, datasets.Dataset, "nn.Module | None", int], dict]
@@ -162,6 +168,13 @@ class TransferConfig(ModelArguments, LoraArguments):
         ),
     )
     loss_type: str = field(default="sigmoid", metadata=field_help("sigmoid (DPO) or ipo."))
+    reference: str = field(
+        default="initial",
+        metadata=field_help(
+            f"The DPO reference, one of {list(TRANSFER_REFERENCES)}: 'initial' (the initial policy throughout) or "
+            "'iteration_start' (the authors' code: a frozen copy of the policy taken when each iteration starts)."
+        ),
+    )
     beta: float = field(default=0.1, metadata=field_help("KL-regularisation strength of the loss."))
     learning_rate: float = field(default=5e-5, metadata=field_help("AdamW learning rate."))
     weight_decay: float = field(default=0.0, metadata=field_help("AdamW weight decay."))
@@ -200,6 +213,8 @@ class TransferConfig(ModelArguments, LoraArguments):
         require(self.ucb_exploration >= 0, f"ucb_exploration must be >= 0, got {self.ucb_exploration}.")
         require(0 <= self.self_win_score <= 1, f"self_win_score must lie in [0, 1], got {self.self_win_score}.")
         require(self.loss_type in TRANSFER_LOSS_TYPES, f"loss_type must be one of {list(TRANSFER_LOSS_TYPES)}, got {self.loss_type!r}.")
+        require(self.reference in TRANSFER_REFERENCES,
+                f"reference must be one of {list(TRANSFER_REFERENCES)}, got {self.reference!r}.")
         require(math.isfinite(self.beta) and self.beta > 0, f"beta must be a positive number, got {self.beta}.")
         require(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}.")
         for name in ("iterations", "epochs_per_iteration", "batch_size", "max_new_tokens", "generation_batch_size",
@@ -236,7 +251,8 @@ class TransferTrainer:
         update: trains the policy on one iteration's pairs, ``update(model, tokenizer, pairs, reference, iteration)
             -> metrics``; ``pairs`` is a dataset of tokenised pairs (``prompt_input_ids``, ``response_a_input_ids``
             = chosen, ``response_b_input_ids`` = rejected, ``labels`` = ``[[1]]``), ``reference`` the frozen initial
-            policy (None with LoRA: the adapter disabled is the reference). The metrics returned are
+            policy (None with LoRA: the adapter disabled is the reference), or with ``reference="iteration_start"``
+            a frozen copy of the policy at the start of the iteration. The metrics returned are
             ``train_loss``, ``train_accuracy``, ``train_steps`` and ``skipped_steps``.
         oracle: an oracle of :mod:`paretoalign.oracles` (default: built from ``config.oracle``).
         sources: source name -> reward function (default: built from ``config.sources``).
@@ -292,6 +308,13 @@ class TransferTrainer:
         else:
             with self.model.disable_adapter():
                 yield self.model
+
+    def _iteration_reference(self) -> nn.Module | None:
+        """The DPO reference of the iteration about to train: the initial policy (``self.reference``; None with LoRA),
+        or with ``reference="iteration_start"`` a frozen copy of the policy now."""
+        if self.config.reference == "iteration_start":
+            return frozen_reference(self.model)
+        return self.reference
 
     def _prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         return encode_prompts(self.tokenizer, prompts, add_special_tokens=True,
@@ -476,7 +499,7 @@ class TransferTrainer:
         self.prompt_cursor += stats["prompts"]
         self.budget_exhausted = stopped
         training = (
-            self.update(self.model, self.tokenizer, self._pair_dataset(pairs), self.reference, iteration)
+            self.update(self.model, self.tokenizer, self._pair_dataset(pairs), self._iteration_reference(), iteration)
             if pairs else {"train_steps": 0}
         )
         self.iterations_done = iteration
