@@ -11,6 +11,7 @@ from peft import LoraConfig, get_peft_model
 import paretoalign.config
 from paretoalign.commands.train import train
 from paretoalign.engine import ObjectiveGradients
+from paretoalign.fused import FusedObjectiveGradients, row_rank_factors
 from paretoalign.losses import preference_losses
 from paretoalign.models import load_trained, sequence_logps
 from paretoalign.weighting import get_weighting
@@ -344,3 +345,139 @@ def test_auto_engine_is_exact_with_gradient_checkpointing(tmp_path, tiny_model_d
     with caplog.at_level("INFO", logger="paretoalign"):
         train(config)
     assert any("engine auto: exact (gradient checkpointing" in record.getMessage() for record in caplog.records)
+
+
+# --- row_rank_factors and per-token values ----------------------------------------------------------------------
+
+
+def reconstructed(value_weights, row_coefficients):
+    """``sum_r U_rnt A_rnk``: the [N, T, K] coefficients the factors stand for."""
+    return torch.einsum("rnt,rnk->ntk", value_weights, row_coefficients)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(4, 7, 3), (5, 2, 4), (1, 1, 1)], ids=["tall", "wide", "single"])
+def test_row_rank_factors_reconstruct_random_coefficients(shape, dtype):
+    rows, tokens, num_objectives = shape
+    coefficients = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(dtype)
+    value_weights, row_coefficients = row_rank_factors(coefficients)
+    rank = min(tokens, num_objectives)  # random rows have full rank
+    assert value_weights.shape == (rank, rows, tokens) and row_coefficients.shape == (rank, rows, num_objectives)
+    assert value_weights.dtype == row_coefficients.dtype == dtype
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(reconstructed(value_weights, row_coefficients), coefficients, rtol=0, atol=tolerance)
+
+
+def test_row_rank_factors_give_one_pass_for_outer_products():
+    """GRPO on-policy: ``C_ntk = -Adv_nk m_nt / Z``, one rank per row; with a KL term shared by the rewards, two."""
+    generator = torch.Generator().manual_seed(1)
+    advantages = torch.randn(6, 3, generator=generator)
+    token_weights = torch.rand(6, 9, generator=generator)
+    token_weights[2, 5:] = 0.0  # a padded completion
+    coefficients = -advantages[:, None, :] * token_weights[:, :, None] / 17.0
+    value_weights, row_coefficients = row_rank_factors(coefficients)
+    assert value_weights.shape == (1, 6, 9) and row_coefficients.shape == (1, 6, 3)
+    torch.testing.assert_close(reconstructed(value_weights, row_coefficients), coefficients, rtol=0, atol=1e-7)
+    # Row n's single pass weights the tokens by m_nt (up to a factor) and the rewards by Adv_nk (up to its inverse).
+    torch.testing.assert_close(value_weights[0, 2, 5:], torch.zeros(4), rtol=0, atol=0)
+    cosine = torch.nn.functional.cosine_similarity(row_coefficients[0], advantages, dim=1)
+    torch.testing.assert_close(cosine.abs(), torch.ones(6), rtol=0, atol=1e-6)
+
+    kl = 0.04 * torch.randn(6, 9, generator=generator) * token_weights
+    with_kl = coefficients + kl[:, :, None]
+    value_weights, row_coefficients = row_rank_factors(with_kl)
+    assert len(value_weights) == 2
+    torch.testing.assert_close(reconstructed(value_weights, row_coefficients), with_kl, rtol=0, atol=1e-7)
+
+
+def test_row_rank_factors_of_zero_rows():
+    generator = torch.Generator().manual_seed(2)
+    assert [len(factor) for factor in row_rank_factors(torch.zeros(3, 4, 2))] == [0, 0]
+    assert [factor.shape for factor in row_rank_factors(torch.zeros(0, 4, 2))] == [(0, 0, 4), (0, 0, 2)]
+    # R is the largest rank of a row; a zero row gets zero weights in every pass.
+    coefficients = torch.randn(3, 4, 2, generator=generator)
+    coefficients[1] = 0.0
+    coefficients[2] = torch.outer(torch.randn(4, generator=generator), torch.randn(2, generator=generator))
+    value_weights, row_coefficients = row_rank_factors(coefficients)
+    assert len(value_weights) == 2
+    torch.testing.assert_close(reconstructed(value_weights, row_coefficients), coefficients, rtol=0, atol=1e-6)
+    assert torch.equal(value_weights[:, 1], torch.zeros(2, 4))
+    torch.testing.assert_close(value_weights[1, 2], torch.zeros(4), rtol=0, atol=1e-6)
+
+
+class TinyTokenModel(torch.nn.Module):
+    """Embedding, two Linear layers around a causal running sum (position s feeds every later token of its row) and
+    a LayerNorm, with a temperature owned by the model itself (a module with children: the exact fallback). Counts
+    the backward passes through the running sum."""
+
+    def __init__(self, vocab: int = 11, hidden: int = 6) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(vocab, hidden)
+        self.first = torch.nn.Linear(hidden, hidden)
+        self.norm = torch.nn.LayerNorm(hidden)
+        self.second = torch.nn.Linear(hidden, vocab, bias=False)
+        self.temperature = torch.nn.Parameter(torch.tensor(1.3))
+        self.backward_passes = 0
+
+    def _count(self, grad):
+        self.backward_passes += 1
+
+    def forward(self, ids):
+        hidden = torch.tanh(self.first(self.embed(ids))).cumsum(dim=1)
+        if hidden.requires_grad:
+            hidden.register_hook(self._count)
+        return self.second(self.norm(hidden)) * self.temperature
+
+
+def token_values(model, ids, targets, paired: bool):
+    """``[N, T]`` per-token values: the targets' log-probabilities, or with `paired` the difference of rows n and
+    N + n of a forward over 2N rows."""
+    logps = torch.log_softmax(model(ids), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+    if not paired:
+        return logps
+    rows = len(logps) // 2
+    return logps[:rows] - logps[rows:]
+
+
+def token_losses(values, kind: str, num_objectives: int):
+    """K losses of the [N, T] values: a generic smooth function (coefficients of full rank) or GRPO's on-policy
+    policy-gradient loss ``-sum_nt Adv_nk m_nt exp(v - sg(v)) / Z`` (rank 1)."""
+    generator = torch.Generator().manual_seed(3)
+    rows, tokens = values.shape
+    if kind == "generic":
+        weights = torch.randn(num_objectives, rows, tokens, generator=generator)
+        return torch.stack([torch.nn.functional.softplus(w * values).mean() for w in weights])
+    advantages = torch.randn(rows, num_objectives, generator=generator)
+    mask = torch.ones(rows, tokens)
+    mask[1, 3:] = 0.0
+    ratio = torch.exp(values - values.detach())
+    return torch.stack([-(advantages[:, k, None] * ratio * mask).sum() / mask.sum() for k in range(num_objectives)])
+
+
+@pytest.mark.parametrize("num_objectives", [1, 3])
+@pytest.mark.parametrize("kind", ["generic", "grpo"])
+@pytest.mark.parametrize("paired", [False, True], ids=["rows", "paired-rows"])
+def test_accumulate_with_per_token_values_equals_autograd_per_objective(num_objectives, kind, paired):
+    generator = torch.Generator().manual_seed(4)
+    rows, tokens = 4, 5
+    ids = torch.randint(0, 11, (2 * rows if paired else rows, tokens), generator=generator)
+    targets = torch.randint(0, 11, ids.shape, generator=generator)
+    model = TinyTokenModel()
+    params = list(model.parameters())
+
+    losses = token_losses(token_values(model, ids, targets, paired), kind, num_objectives)
+    expected = [torch.autograd.grad(losses[k], params, retain_graph=True) for k in range(num_objectives)]
+
+    fused = FusedObjectiveGradients(model, params)
+    assert fused.uncovered == [model.temperature]
+    buffers = [[torch.ones_like(param) for param in params] for _ in range(num_objectives)]
+    model.backward_passes = 0
+    values = token_values(model, ids, targets, paired)
+    fused.accumulate(token_losses(values, kind, num_objectives), values, buffers, scale=0.5)
+
+    for objective, gradients in zip(buffers, expected, strict=True):
+        for buffer, gradient in zip(objective, gradients, strict=True):
+            torch.testing.assert_close(buffer, 1.0 + 0.5 * gradient, rtol=1e-5, atol=1e-6)
+    # One pass per rank of the rows' T x K coefficients (the fallback temperature's K passes stop above the sum).
+    assert model.backward_passes == (min(tokens, num_objectives) if kind == "generic" else 1)
