@@ -1,4 +1,4 @@
-"""``paretoalign <command>``: train, demo, rl, transfer, eval, sweep, synthetic, data inspect.
+"""``paretoalign <command>``: train, demo, rl, transfer, eval, sweep, synthetic, data inspect, data label.
 
 This module only parses the command line and dispatches to :mod:`paretoalign.commands`, one module per command.
 Every command that trains takes ``--config FILE.yaml`` and any config field as ``--field value``, which overrides
@@ -103,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect_parser.add_argument("--config", required=True, help="YAML config of `paretoalign train`")
     inspect_parser.add_argument("--json", metavar="OUT", help="also write the report to this JSON file")
+    label_parser = data_actions.add_parser(
+        "label", help="label every pair with a judge's preference as a new objective (e.g. faithfulness)",
+        description="Score both responses of every pair of train_data (or eval_data) with a judge (a reward spec, "
+                    "e.g. '{name: pair_classifier, path: CogComp/bart-faithful-summary-detector}') and write the pairs "
+                    "with a new objective whose label is the response the judge scores higher. Any config field may "
+                    "follow as --field value.",
+    )
+    label_parser.add_argument("--config", required=True, help="YAML config of `paretoalign train`")
+    label_parser.add_argument("--judge", required=True, help="the judge: a reward spec (YAML text or NAME:key=value)")
+    label_parser.add_argument("--objective", required=True, help="name of the new objective")
+    label_parser.add_argument("--output", required=True, help="JSON Lines file of multi-labelled pairs to write")
+    label_parser.add_argument("--split", default="train", choices=["train", "eval"], help="which pairs to label")
     commands.add_parser(
         "synthetic", add_help=False,
         help="tabular DPO benchmark with an exact Pareto front: every weighting, RACO's clip (--help for options)",
@@ -133,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             return rl.main(args.config, rest, console)
         if args.command == "transfer":
             return transfer.main(args.config, rest, console)
+        if args.command == "data" and args.action == "label":
+            return data.label_main(args.config, args.judge, args.objective, args.output, args.split, rest, console)
         if args.command == "data":
             return data.main(args.config, args.json, rest, console)
         if args.command == "eval":

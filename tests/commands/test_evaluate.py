@@ -173,7 +173,7 @@ def test_eval_command_scores_completions_and_the_win_rate_against_the_base_model
     assert judged["wins"] == sum(t > r for t, r in zip(trained_lengths, reference_lengths))
     assert judged["losses"] == sum(t < r for t, r in zip(trained_lengths, reference_lengths))
     assert judged["ties"] == 5 - judged["wins"] - judged["losses"]
-    assert "generation scores on 5 held-out prompts" in output
+    assert "generation scores on 5 completions of held-out prompts" in output
     assert f"win rate vs reference under judge 'characters': {judged['win_rate']:.3f} over 5 prompts" in output
 
 
@@ -232,3 +232,36 @@ def test_eval_command_reproduces_the_runs_held_out_metrics(tmp_path, lora_run_co
     for name in ("concise", "safe"):
         assert evaluated[name]["accuracy"] == trained[name]["accuracy"]
         assert evaluated[name]["loss"] == pytest.approx(trained[name]["loss"], abs=1e-6)
+
+
+def test_sampled_evaluation_scores_every_sample_and_is_reproducible(
+    tmp_path, tiny_model_dir, make_multi_label_pairs, pair_prompts
+):
+    base, tokenizer = load_policy(tiny_model_dir)
+    adapter = save_policy(apply_lora(base, r=4, lora_alpha=8), tokenizer, tmp_path / "lora" / "model")
+
+    def sampled(seed):
+        config = config_of(tmp_path, model_name_or_path=str(tiny_model_dir),
+                           eval_data=str(make_multi_label_pairs(tmp_path / "pairs.jsonl")),
+                           eval_rewards=["length:target=3,unit=words"], eval_max_new_tokens=MAX_NEW_TOKENS,
+                           eval_do_sample=True, eval_temperature=0.6, eval_top_p=0.95, eval_samples_per_prompt=3,
+                           per_device_eval_batch_size=4, seed=seed)
+        return evaluate_trained(adapter, config)["generation"]
+
+    first = sampled(0)
+    assert first["decoding"] == "sampled (temperature 0.6, top_p 0.95, 3 per prompt, seed 0)"
+    assert first["samples_per_prompt"] == 3 and first["prompts"] == 3 * len(pair_prompts)
+    assert [row["prompt"] for row in first["completions"]] == [p for p in pair_prompts for _ in range(3)]
+    texts = [row["trained"] for row in first["completions"]]
+    assert len(set(texts)) > len(pair_prompts)  # samples of one prompt differ
+    assert sampled(0)["completions"] == first["completions"]
+    assert sampled(1)["completions"] != first["completions"]
+    # the untrained adapter is the reference: the same seed draws the same samples for both
+    assert all(row["trained"] == row["reference"] for row in first["completions"])
+
+
+def test_sampling_settings_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="eval_samples_per_prompt > 1 draws several completions per prompt"):
+        config_of(tmp_path, eval_samples_per_prompt=2)
+    with pytest.raises(ValueError, match="sampling needs eval_temperature > 0 and 0 < eval_top_p <= 1"):
+        config_of(tmp_path, eval_do_sample=True, eval_top_p=0.0)

@@ -1,4 +1,7 @@
-r"""``paretoalign data inspect``: what a training config's preference data holds, before any training, top to bottom.
+r"""``paretoalign data inspect`` and ``paretoalign data label``: what a training config's preference data holds, and a
+new objective labelled by a judge, top to bottom.
+
+``data inspect``:
 
 Parse the config of ``paretoalign train`` -> load the model's tokenizer (only the tokenizer) -> for ``train_data``
 and, when set, ``eval_data`` (every pair of the files; ``max_train_pairs`` / ``max_eval_pairs`` are not applied):
@@ -8,10 +11,19 @@ files, datasets, column mappings and presets alike)
 matrix (:func:`~paretoalign.data.preferences.conflict_matrix`) -> prompt and response lengths in tokens, and the pairs
 ``max_length`` / ``max_prompt_length`` would cut, as training tokenises them
 (:func:`paretoalign.data.tokenize.tokenize_preferences`) -> print the tables -> with ``--json``, write the report.
+
+``data label --judge SPEC --objective NAME --output FILE [--split train|eval]``: load the split's pairs as training
+reads them (prompts and responses as text, conversations rendered with the chat template) -> build the judge (a reward
+spec: ``{name: pair_classifier, path: CogComp/bart-faithful-summary-detector}``, ``{name: reward_model, ...}``, any
+reward) -> score both responses of every pair -> the new objective's label is the sign of the difference
+(:func:`paretoalign.data.preferences.judged_labels`; a tie or a missing score: no label) -> write every pair with its
+labels and the new one as multi-label JSON Lines (atomically) -> print the counts and how often the new objective
+disagrees with each other one. This is how the RACO paper's third objective, faithfulness, is labelled.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import datasets
@@ -23,15 +35,21 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from paretoalign.config import parse_config
 from paretoalign.data.preferences import (
     conflict_matrix,
+    judged_labels,
     labelled_counts,
+    load_preferences,
     load_preferences_with_report,
 )
 from paretoalign.data.tokenize import tokenize_preferences
-from paretoalign.io import write_json_atomic
+from paretoalign.io import write_json_atomic, write_text_atomic
 from paretoalign.models import GGUF_SUFFIX, load_pretrained, resolve_model
+from paretoalign.rewards.specs import build_reward, parse_reward_spec, reward_label, scores_of
 from paretoalign.trainers.preference import ParetoPreferenceConfig
 
-__all__ = ["inspect_data", "inspect_split", "length_percentiles", "load_tokenizer", "main", "print_split"]
+__all__ = [
+    "inspect_data", "inspect_split", "label_data", "label_main", "length_percentiles", "load_tokenizer", "main",
+    "print_split",
+]
 
 PERCENTILES = (50, 90, 99)
 """The length percentiles reported, besides the maximum."""
@@ -171,4 +189,75 @@ def main(config_file: str, json_path: str | None, argv: list[str], console: Cons
         print_split(report["eval"], "eval", console)
     if json_path is not None:
         console.print(f"wrote {write_json_atomic(json_path, report)}", soft_wrap=True)
+    return 0
+
+
+def label_data(config: ParetoPreferenceConfig, judge_spec: Any, objective: str, split: str = "train") -> dict[str, Any]:
+    """Label the pairs of ``train_data`` (``split="train"``) or ``eval_data`` with a judge as objective ``objective``
+    (see the module docstring); returns ``{"rows": [...], "report": {...}}``: the multi-label rows to write and the
+    counts (``labelled``, ``ties``, ``unscored``, ``disagreement`` with each existing objective on the pairs both
+    label).
+
+    Raises:
+        ValueError: an unknown split, the split not set, ``objective`` empty or already an objective of the data, or
+            a malformed judge spec.
+    """
+    if split not in ("train", "eval"):
+        raise ValueError(f"--split must be 'train' or 'eval', got {split!r}.")
+    source = config.train_data if split == "train" else config.eval_data
+    if source is None:
+        raise ValueError(f"{split}_data is not set: there are no pairs to label.")
+    if not objective or not objective.strip():
+        raise ValueError("--objective names the new objective; got an empty name.")
+    spec = parse_reward_spec(judge_spec, "--judge")
+    tokenizer = load_tokenizer(config)
+    pairs, names = load_preferences(source, objectives=config.objectives, tokenizer=tokenizer)
+    if objective in names:
+        raise ValueError(f"the data already has an objective {objective!r} (objectives: {names}); choose a new name.")
+    judge = build_reward(spec, "--judge")
+    prompts = list(pairs["prompt"])
+    scores = {
+        column: scores_of(judge(prompts=prompts, completions=list(pairs[column])), len(prompts), reward_label(spec))
+        for column in ("response_a", "response_b")
+    }
+    new = judged_labels(scores["response_a"], scores["response_b"])
+    rows = [
+        {"prompt": row["prompt"], "response_0": row["response_a"], "response_1": row["response_b"],
+         "labels": {**{name: None if s == 0 else 0 if s > 0 else 1 for name, s in zip(names, row["labels"])},
+                    objective: label}}
+        for row, label in zip(pairs, new)
+    ]
+    unscored = sum(1 for a, b in zip(*scores.values()) if not (_finite(a) and _finite(b)))
+    labelled = sum(label is not None for label in new)
+    signs = np.asarray([[*row["labels"], 0 if label is None else 1 - 2 * label] for row, label in zip(pairs, new)],
+                       dtype=np.int64).reshape(len(new), len(names) + 1)
+    conflict, both = conflict_matrix(signs)
+    report = {
+        "judge": reward_label(spec), "objective": objective, "split": split, "pairs": len(rows),
+        "labelled": labelled, "ties": len(rows) - labelled - unscored, "unscored": unscored,
+        "disagreement": {name: {"share": None if both[-1, k] == 0 else float(conflict[-1, k]),
+                                "pairs": int(both[-1, k])} for k, name in enumerate(names)},
+    }
+    return {"rows": rows, "report": report}
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and bool(np.isfinite(value))
+
+
+def label_main(config_file: str, judge: str, objective: str, output: str, split: str, argv: list[str],
+               console: Console) -> int:
+    """``paretoalign data label --config FILE --judge SPEC --objective NAME --output FILE [--split train|eval]``."""
+    config = parse_config(ParetoPreferenceConfig, config_file, argv)
+    result = label_data(config, judge, objective, split)
+    report = result["report"]
+    written = write_text_atomic(output, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result["rows"]))
+    console.print(
+        f"{report['objective']} labelled by {report['judge']!r} on {report['pairs']} {split} pairs: "
+        f"{report['labelled']} labelled, {report['ties']} ties, {report['unscored']} unscored; wrote {written}",
+        soft_wrap=True,
+    )
+    for name, entry in report["disagreement"].items():
+        share = "-" if entry["share"] is None else f"{entry['share']:.2%}"
+        console.print(f"disagrees with {name} on {share} of the {entry['pairs']} pairs both label", soft_wrap=True)
     return 0

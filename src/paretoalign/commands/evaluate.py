@@ -2,9 +2,11 @@ r"""``paretoalign eval``: held-out numbers of a trained policy against its refer
 
 Build (the trained policy from ``<run>/model``; its reference: the same weights with the adapter disabled for a LoRA
 adapter, else the base model ``model_name_or_path``) -> per-objective preference metrics on ``eval_data``
-(:func:`paretoalign.scoring.preference_report`) -> with ``eval_rewards`` or ``eval_judge``: one greedy completion
-per held-out prompt from each policy (:func:`paretoalign.generation.generate_completions`), every reward's mean and
-the judge's win rate of the trained policy against the reference (:func:`paretoalign.scoring.generation_report`)
+(:func:`paretoalign.scoring.preference_report`) -> with ``eval_rewards`` or ``eval_judge``: completions of the held-out prompts
+from each policy, greedy or sampled (``eval_do_sample``: temperature, top_p, ``eval_samples_per_prompt`` per prompt,
+seeded; :func:`paretoalign.generation.generate_completions`), every reward's mean over all completions and the
+judge's win rate of the trained policy against the reference, completion by completion
+(:func:`paretoalign.scoring.generation_report`)
 -> write ``eval.json`` -> print the tables.
 """
 
@@ -89,17 +91,22 @@ def evaluate_trained(model_dir, config: ParetoPreferenceConfig) -> dict[str, Any
     if generation:
         prompts, columns = evaluation_prompts(config, tokenizer)
         prompt_ids = encode_prompts(tokenizer, prompts, add_special_tokens=True)
-        options = {"max_new_tokens": config.eval_max_new_tokens, "batch_size": config.per_device_eval_batch_size}
+        options = config.generation_options()
         completions = {"trained": generate_completions(policy, tokenizer, prompt_ids, **options)}
         with reference() as model:
             completions["reference"] = generate_completions(model, tokenizer, prompt_ids, **options)
+        # Every sampled completion is scored: a prompt (and its columns) is repeated once per sample, in order.
+        samples = config.eval_samples_per_prompt
         completions = {
-            name: ([rows[0].token_ids for rows in outputs], [rows[0].text for rows in outputs])
+            name: ([row.token_ids for rows in outputs for row in rows], [row.text for rows in outputs for row in rows])
             for name, outputs in completions.items()
         }
+        repeated = [prompt for prompt in prompts for _ in range(samples)]
+        columns = {name: [value for value in values for _ in range(samples)] for name, values in columns.items()}
         report["generation"] = {
-            "max_new_tokens": config.eval_max_new_tokens, "decoding": "greedy",
-            **generation_report(prompts, completions, rewards, judge, columns),
+            "max_new_tokens": config.eval_max_new_tokens, "decoding": config.decoding,
+            "samples_per_prompt": samples,
+            **generation_report(repeated, completions, rewards, judge, columns),
         }
     return report
 
@@ -107,7 +114,7 @@ def evaluate_trained(model_dir, config: ParetoPreferenceConfig) -> dict[str, Any
 def print_generation_scores(generation: dict, console: Console) -> None:
     """A table of each reward's mean and share scored on the trained and the reference policy's completions, with
     the judge's win rate of the trained policy against the reference below it."""
-    table = Table(title=f"generation scores on {generation['prompts']} held-out prompts "
+    table = Table(title=f"generation scores on {generation['prompts']} completions of held-out prompts "
                         f"({generation['decoding']}, at most {generation['max_new_tokens']} new tokens)")
     for column in ("reward", "trained\nmean", "reference\nmean", "trained -\nreference", "scored\ntrained",
                    "scored\nreference"):

@@ -51,6 +51,7 @@ __all__ = [
     "PREFERENCE_FEATURES",
     "LoadReport",
     "conflict_matrix",
+    "judged_labels",
     "labelled_counts",
     "load_preferences",
     "load_preferences_with_report",
@@ -566,3 +567,18 @@ def conflict_matrix(labels: Any) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         conflict = np.where(both > 0, disagree / np.maximum(both, 1), np.nan)
     return conflict, both
+
+
+def judged_labels(scores_a: Sequence[float | None], scores_b: Sequence[float | None]) -> list[int | None]:
+    """A judge's preference label of each pair from its scores of the two responses: ``0`` (response_0 preferred)
+    when ``s_a > s_b``, ``1`` when ``s_b > s_a``, ``None`` (no label) on a tie or when either score is missing or not a
+    finite number."""
+    if len(scores_a) != len(scores_b):
+        raise ValueError(f"{len(scores_a)} scores of response_0 against {len(scores_b)} of response_1.")
+
+    def finite(value: float | None) -> bool:
+        return value is not None and np.isfinite(value)
+
+    return [
+        None if not (finite(a) and finite(b)) or a == b else 0 if a > b else 1 for a, b in zip(scores_a, scores_b)
+    ]

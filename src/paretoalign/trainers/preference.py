@@ -200,7 +200,7 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
     eval_rewards: list[str] | None = field(
         default=None,
         metadata=field_help(
-            "Generation scores: reward functions applied to greedy completions of the trained and the reference "
+            "Generation scores: reward functions applied to completions of the trained and the reference "
             "policy, with the rl config's syntax: in YAML {name: length, target: 40} or {function: 'module:callable', "
             "...}, optional label; on the command line 'length:target=40'. Unset (and no eval_judge): no generation.",
             path="reward_spec",
@@ -215,6 +215,18 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
         ),
     )
     eval_max_new_tokens: int = field(default=64, metadata=field_help("Generation scores: tokens generated per completion."))
+    eval_do_sample: bool = field(
+        default=False,
+        metadata=field_help(
+            "Generation scores: sample completions (at eval_temperature, nucleus eval_top_p, seeded with seed) instead "
+            "of greedy decoding; the RACO paper samples at temperature 0.6."
+        ),
+    )
+    eval_temperature: float = field(default=0.6, metadata=field_help("Generation scores: sampling temperature."))
+    eval_top_p: float = field(default=1.0, metadata=field_help("Generation scores: nucleus sampling's top_p."))
+    eval_samples_per_prompt: int = field(
+        default=1, metadata=field_help("Generation scores: completions sampled per prompt (each one scored).")
+    )
     precompute_ref_logps: bool = field(
         default=False, metadata=field_help("Compute reference log-probabilities once per dataset before training.")
     )
@@ -288,11 +300,41 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
             raise ValueError("weighting=amopo is reference-free: there are no reference log-probabilities to "
                              "precompute; set precompute_ref_logps to false.")
 
+    def generation_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`paretoalign.generation.generate_completions` that ``paretoalign eval``'s
+        generation fields give (``eval_max_new_tokens``, ``eval_do_sample`` ... ``eval_samples_per_prompt``,
+        ``seed``, ``per_device_eval_batch_size``)."""
+        options = {"max_new_tokens": self.eval_max_new_tokens, "batch_size": self.per_device_eval_batch_size}
+        if self.eval_do_sample:
+            options.update(
+                do_sample=True, temperature=self.eval_temperature, top_p=self.eval_top_p,
+                num_return_sequences=self.eval_samples_per_prompt, seed=self.seed,
+            )
+        return options
+
+    @property
+    def decoding(self) -> str:
+        """How ``paretoalign eval`` decodes, in words: ``greedy`` or ``sampled (temperature 0.6, top_p 1, 4 per
+        prompt, seed 0)``."""
+        if not self.eval_do_sample:
+            return "greedy"
+        return (f"sampled (temperature {self.eval_temperature:g}, top_p {self.eval_top_p:g}, "
+                f"{self.eval_samples_per_prompt} per prompt, seed {self.seed})")
+
     def _validate_generation(self) -> None:
         """The generation-score fields of ``paretoalign eval``: reward specs checked (not built), names distinct."""
-        for name in ("max_eval_prompts", "eval_max_new_tokens"):
+        for name in ("max_eval_prompts", "eval_max_new_tokens", "eval_samples_per_prompt"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.eval_samples_per_prompt > 1 and not self.eval_do_sample:
+            raise ValueError("eval_samples_per_prompt > 1 draws several completions per prompt: set eval_do_sample.")
+        if self.eval_do_sample and not (
+            math.isfinite(self.eval_temperature) and self.eval_temperature > 0 and 0 < self.eval_top_p <= 1
+        ):
+            raise ValueError(
+                f"sampling needs eval_temperature > 0 and 0 < eval_top_p <= 1, got {self.eval_temperature} and "
+                f"{self.eval_top_p}."
+            )
         if self.eval_rewards is None and self.eval_judge is None:
             return
         if self.eval_rewards is not None:
@@ -639,3 +681,4 @@ def prepare_preference_data(config: ParetoPreferenceConfig, source, tokenizer, o
     )
     logger.info("%s split: %s", split, report.summary())
     return tokenised, names
+
