@@ -13,6 +13,8 @@ from paretoalign.generation import (
     encode_prompts,
     end_of_sequence_ids,
     generate_completions,
+    generate_with_vllm,
+    generation_backend,
     trim_at_end_of_sequence,
 )
 
@@ -243,3 +245,75 @@ def test_bad_sampling_settings_are_errors(tiny_llama, tiny_tokenizer, prompt_ids
     for settings in ({"temperature": 0.0}, {"top_p": 0.0}, {"top_p": 1.5}):
         with pytest.raises(ValueError, match="sampling needs temperature > 0 and 0 < top_p <= 1"):
             generate_completions(tiny_llama, tiny_tokenizer, prompt_ids, max_new_tokens=2, do_sample=True, **settings)
+
+
+class FakeVLLM:
+    """Stands in for the vllm package: records what the engine is built with and asked for, and returns one fixed
+    token sequence per sample (the prompt's last token, then 5, then the EOS id, then 7)."""
+
+    def __init__(self, eos_id):
+        self.eos_id = eos_id
+        self.engines, self.calls = [], []
+
+    def install(self, monkeypatch):
+        import sys
+        import types
+
+        fake = self
+        vllm = types.ModuleType("vllm")
+        inputs, lora, request = (types.ModuleType(name) for name in ("vllm.inputs", "vllm.lora", "vllm.lora.request"))
+
+        class LLM:
+            def __init__(self, **settings):
+                fake.engines.append(settings)
+
+            def generate(self, requests, sampling, lora_request=None, use_tqdm=True):
+                fake.calls.append({"requests": requests, "sampling": sampling, "lora": lora_request})
+                return [types.SimpleNamespace(outputs=[
+                    types.SimpleNamespace(token_ids=[request["prompt_token_ids"][-1], 5, fake.eos_id, 7])
+                    for _ in range(sampling.n)]) for request in requests]
+
+        vllm.LLM = LLM
+        vllm.SamplingParams = lambda **settings: types.SimpleNamespace(**settings)
+        inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
+        request.LoRARequest = lambda name, number, path: (name, number, path)
+        for name, module in (("vllm", vllm), ("vllm.inputs", inputs), ("vllm.lora", lora),
+                             ("vllm.lora.request", request)):
+            monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_vllm_gets_the_prompts_sampling_and_adapters_and_completions_end_at_eos(tmp_path, tiny_tokenizer, monkeypatch):
+    fake = FakeVLLM(tiny_tokenizer.eos_token_id)
+    fake.install(monkeypatch)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    trained, reference = generate_with_vllm(
+        "org/base", tiny_tokenizer, [[1, 2, 3], [4]], max_new_tokens=9, num_return_sequences=2, do_sample=True,
+        temperature=0.6, top_p=0.9, seed=3, adapters=(adapter, None), revision="v1", dtype="bfloat16",
+    )
+    (engine,) = fake.engines
+    assert engine["model"] == "org/base" and engine["revision"] == "v1" and engine["dtype"] == "bfloat16"
+    assert engine["enable_lora"] and engine["max_lora_rank"] == 8 and engine["seed"] == 3
+    sampling = fake.calls[0]["sampling"]
+    assert (sampling.n, sampling.max_tokens, sampling.temperature, sampling.top_p, sampling.seed) == (2, 9, 0.6, 0.9, 3)
+    assert [call["lora"] for call in fake.calls] == [("adapter-1", 1, str(adapter)), None]
+    assert fake.calls[0]["requests"] == [{"prompt_token_ids": [1, 2, 3]}, {"prompt_token_ids": [4]}]
+    eos = tiny_tokenizer.eos_token_id
+    assert [[row.token_ids for row in rows] for rows in trained] == [[[3, 5, eos]] * 2, [[4, 5, eos]] * 2]
+    assert trained == reference and trained[0][0].text == tiny_tokenizer.decode([3, 5, eos], skip_special_tokens=True)
+    greedy, = generate_with_vllm("org/base", tiny_tokenizer, [[1]], max_new_tokens=2)
+    assert fake.calls[-1]["sampling"].temperature == 0.0 and not fake.engines[-1]["enable_lora"]
+    assert len(greedy) == 1
+
+
+def test_the_generation_backend_auto_is_hf_without_vllm_and_vllm_is_refused_without_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    assert generation_backend("auto") == "hf" and generation_backend("hf") == "hf"
+    with pytest.raises(ValueError, match=r"generation_backend: vllm needs the vllm package \(pip install vllm\)"):
+        generation_backend("vllm")
+    with pytest.raises(ValueError, match="generation_backend must be one of"):
+        generation_backend("tgi")

@@ -13,12 +13,22 @@ the held-out win rate of ``paretoalign transfer``) goes through :func:`generate_
   config cannot narrow it), reproducible from ``seed`` (the global random state is left as it was);
 * a completion is its generated ids up to and including the first end-of-sequence id (the tokenizer's EOS and the
   model's generation-config EOS ids), and its text is those ids decoded without special tokens.
+
+:func:`generate_with_vllm` gives the same completions (the same prompts, sampling settings and end-of-sequence rule;
+greedy decoding gives the same tokens up to numerical ties, sampling draws from the same distribution with vLLM's
+own random stream) from a model folder or Hub id served by vLLM (Kwon et al. 2023, arXiv 2309.06180), with a LoRA
+adapter applied per request; :func:`generation_backend` chooses between the two for ``generation_backend: auto``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,7 +36,16 @@ from torch import nn
 from paretoalign.data.transcripts import transcript_messages
 from paretoalign.data.tokenize import prompt_token_ids
 
-__all__ = ["Completion", "encode_prompts", "end_of_sequence_ids", "generate_completions", "trim_at_end_of_sequence"]
+__all__ = [
+    "GENERATION_BACKENDS", "Completion", "encode_prompts", "end_of_sequence_ids", "generate_completions",
+    "generate_with_vllm", "generation_backend", "trim_at_end_of_sequence",
+]
+
+logger = logging.getLogger(__name__)
+
+GENERATION_BACKENDS = ("auto", "hf", "vllm")
+"""``hf``: transformers' ``generate`` (:func:`generate_completions`); ``vllm``: :func:`generate_with_vllm`; ``auto``:
+vLLM when it is installed and a CUDA GPU is present, else ``hf``."""
 
 
 @dataclass(frozen=True)
@@ -156,3 +175,90 @@ def generate_completions(
     finally:
         model.train(was_training)
     return results
+
+
+def generation_backend(choice: str) -> str:
+    """The backend ``choice`` (one of :data:`GENERATION_BACKENDS`) names: ``auto`` resolves to ``vllm`` when the vllm
+    package is installed and a CUDA GPU is present, else ``hf``.
+
+    Raises:
+        ValueError: an unknown choice, or ``vllm`` without the vllm package or without a CUDA GPU.
+    """
+    if choice not in GENERATION_BACKENDS:
+        raise ValueError(f"generation_backend must be one of {list(GENERATION_BACKENDS)}, got {choice!r}.")
+    available = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    if choice == "auto":
+        return "vllm" if available else "hf"
+    if choice == "vllm" and not available:
+        missing = "the vllm package (pip install vllm)" if importlib.util.find_spec("vllm") is None else "a CUDA GPU"
+        raise ValueError(f"generation_backend: vllm needs {missing}; use generation_backend: hf.")
+    return choice
+
+
+def generate_with_vllm(
+    model: str | os.PathLike,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    num_return_sequences: int = 1,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    adapters: Sequence[str | os.PathLike | None] = (None,),
+    revision: str | None = None,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> list[list[list[Completion]]]:
+    """``num_return_sequences`` completions per prompt from a model served by vLLM, once per entry of ``adapters``
+    (``None``: the model itself; a folder: that LoRA adapter on it), all from one engine.
+
+    The prompts are the token ids :func:`encode_prompts` gives; decoding is greedy (temperature 0) or samples at
+    ``temperature`` with nucleus ``top_p`` (``top_k`` off), seeded with ``seed``; a completion ends at the first
+    end-of-sequence id as in :func:`generate_completions` and its text is decoded without special tokens.
+
+    Returns:
+        For each entry of ``adapters``, the completions per prompt in prompt order.
+
+    Raises:
+        ImportError: vllm is not installed.
+    """
+    import vllm
+    from vllm.inputs import TokensPrompt
+    from vllm.lora.request import LoRARequest
+
+    if max_new_tokens < 1 or num_return_sequences < 1:
+        raise ValueError("max_new_tokens and num_return_sequences must be at least 1.")
+    with_adapters = [adapter for adapter in adapters if adapter is not None]
+    engine = vllm.LLM(
+        model=os.fspath(model), revision=revision, dtype=dtype, seed=seed or 0, trust_remote_code=trust_remote_code,
+        enable_lora=bool(with_adapters),
+        **({"max_lora_rank": max(_adapter_rank(adapter) for adapter in with_adapters)} if with_adapters else {}),
+    )
+    sampling = vllm.SamplingParams(
+        n=num_return_sequences, max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,
+        top_p=top_p if do_sample else 1.0, top_k=-1, seed=seed, skip_special_tokens=True,
+    )
+    eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    requests = [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids]
+    results = []
+    for number, adapter in enumerate(adapters, start=1):
+        lora = None if adapter is None else LoRARequest(f"adapter-{number}", number, os.fspath(adapter))
+        outputs = engine.generate(requests, sampling, lora_request=lora, use_tqdm=False)
+        completions = []
+        for output in outputs:
+            rows = []
+            for sample in output.outputs:
+                ids = trim_at_end_of_sequence(list(sample.token_ids), eos_ids)
+                rows.append(Completion(tokenizer.decode(ids, skip_special_tokens=True), ids))
+            completions.append(rows)
+        results.append(completions)
+    logger.info("vLLM generated %d x %d completions for %d policies from %s.", len(requests), num_return_sequences,
+                len(adapters), model)
+    return results
+
+
+def _adapter_rank(adapter: str | os.PathLike) -> int:
+    """The LoRA rank ``r`` an adapter folder's ``adapter_config.json`` records (vLLM sizes its LoRA slots by it)."""
+    return int(json.loads((Path(adapter) / "adapter_config.json").read_text())["r"])

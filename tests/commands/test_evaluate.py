@@ -265,3 +265,32 @@ def test_sampling_settings_are_checked(tmp_path):
         config_of(tmp_path, eval_samples_per_prompt=2)
     with pytest.raises(ValueError, match="sampling needs eval_temperature > 0 and 0 < eval_top_p <= 1"):
         config_of(tmp_path, eval_do_sample=True, eval_top_p=0.0)
+
+
+def test_the_vllm_backend_serves_an_adapter_and_its_base_from_one_engine(
+    tmp_path, tiny_model_dir, make_multi_label_pairs, monkeypatch
+):
+    from paretoalign.commands import evaluate
+    from paretoalign.generation import Completion
+
+    base, tokenizer = load_policy(tiny_model_dir)
+    adapter = save_policy(apply_lora(base, r=4, lora_alpha=8), tokenizer, tmp_path / "lora" / "model")
+    calls = []
+
+    def fake_vllm(model, tokenizer, prompt_ids, *, adapters=(None,), **settings):
+        calls.append({"model": model, "adapters": adapters, "prompts": len(prompt_ids), **settings})
+        return [[[Completion(f"text {index}", [1, 2])] for index in range(len(prompt_ids))] for _ in adapters]
+
+    monkeypatch.setattr(evaluate, "generation_backend", lambda choice: "vllm")
+    monkeypatch.setattr(evaluate, "generate_with_vllm", fake_vllm)
+    config = config_of(tmp_path, model_name_or_path=str(tiny_model_dir),
+                       eval_data=str(make_multi_label_pairs(tmp_path / "pairs.jsonl")),
+                       eval_rewards=["length:target=3,unit=words"], eval_max_new_tokens=7, generation_backend="vllm")
+    generation = evaluate_trained(adapter, config)["generation"]
+    (call,) = calls
+    assert call["model"] == str(tiny_model_dir) and call["adapters"] == (adapter, None)
+    assert call["max_new_tokens"] == 7 and call["dtype"] == "float32" and "batch_size" not in call
+    assert generation["backend"] == "vllm" and generation["completions"][0]["trained"] == "text 0"
+    gguf = config_of(tmp_path, model_name_or_path="builtin:smollm2", eval_rewards=["length:target=3"])
+    with pytest.raises(ValueError, match="generation_backend: vllm serves Hugging Face model folders and Hub ids"):
+        evaluate.vllm_completions(adapter, True, [[1]], tokenizer, gguf)

@@ -26,14 +26,20 @@ from torch import nn
 from paretoalign.config import parse_config
 from paretoalign.data.preferences import load_preferences
 from paretoalign.data.prompts import load_prompts
-from paretoalign.generation import encode_prompts, generate_completions
+from paretoalign.generation import (
+    Completion,
+    encode_prompts,
+    generate_completions,
+    generate_with_vllm,
+    generation_backend,
+)
 from paretoalign.io import write_json_atomic
-from paretoalign.models import load_trained
+from paretoalign.models import BUILTIN_PREFIX, GGUF_SUFFIX, load_trained, resolve_model
 from paretoalign.rewards.specs import build_reward, build_rewards, reward_label
 from paretoalign.scoring import dataset_logps, generation_report, preference_report
 from paretoalign.trainers.preference import ParetoPreferenceConfig, prepare_preference_data
 
-__all__ = ["evaluate_trained", "evaluation_prompts", "main", "print_generation_scores"]
+__all__ = ["evaluate_trained", "evaluation_prompts", "main", "print_generation_scores", "vllm_completions"]
 
 
 def evaluation_prompts(config: ParetoPreferenceConfig, tokenizer) -> tuple[list, dict[str, list]]:
@@ -92,9 +98,17 @@ def evaluate_trained(model_dir, config: ParetoPreferenceConfig) -> dict[str, Any
         prompts, columns = evaluation_prompts(config, tokenizer)
         prompt_ids = encode_prompts(tokenizer, prompts, add_special_tokens=True)
         options = config.generation_options()
-        completions = {"trained": generate_completions(policy, tokenizer, prompt_ids, **options)}
-        with reference() as model:
-            completions["reference"] = generate_completions(model, tokenizer, prompt_ids, **options)
+        backend = generation_backend(config.generation_backend)
+        if backend == "vllm":
+            for model in (policy, base):
+                if model is not None:
+                    model.to("cpu")  # the GPU's memory goes to vLLM
+            torch.cuda.empty_cache()
+            completions = vllm_completions(model_dir, isinstance(policy, PeftModel), prompt_ids, tokenizer, config)
+        else:
+            completions = {"trained": generate_completions(policy, tokenizer, prompt_ids, **options)}
+            with reference() as model:
+                completions["reference"] = generate_completions(model, tokenizer, prompt_ids, **options)
         # Every sampled completion is scored: a prompt (and its columns) is repeated once per sample, in order.
         samples = config.eval_samples_per_prompt
         completions = {
@@ -104,11 +118,40 @@ def evaluate_trained(model_dir, config: ParetoPreferenceConfig) -> dict[str, Any
         repeated = [prompt for prompt in prompts for _ in range(samples)]
         columns = {name: [value for value in values for _ in range(samples)] for name, values in columns.items()}
         report["generation"] = {
-            "max_new_tokens": config.eval_max_new_tokens, "decoding": config.decoding,
+            "max_new_tokens": config.eval_max_new_tokens, "decoding": config.decoding, "backend": backend,
             "samples_per_prompt": samples,
             **generation_report(repeated, completions, rewards, judge, columns),
         }
     return report
+
+
+def vllm_completions(
+    model_dir, is_adapter: bool, prompt_ids: list[list[int]], tokenizer, config: ParetoPreferenceConfig
+) -> dict[str, list[list[Completion]]]:
+    """The trained and the reference policy's completions from vLLM (:func:`paretoalign.generation.generate_with_vllm`):
+    an adapter and its base model from one engine (the adapter applied per request), full weights from two engines
+    one after the other.
+
+    Raises:
+        ValueError: the base model is a GGUF file, which vLLM does not serve here.
+    """
+    name = str(config.model_name_or_path)
+    base = None if name.startswith(BUILTIN_PREFIX) else resolve_model(name)
+    if base is None or (base.hub_id is None and base.path.suffix.lower() == GGUF_SUFFIX):
+        raise ValueError(
+            f"generation_backend: vllm serves Hugging Face model folders and Hub ids, not the GGUF model "
+            f"{config.model_name_or_path!r}; use generation_backend: hf."
+        )
+    options = {key: value for key, value in config.generation_options().items() if key != "batch_size"}
+    settings = {"dtype": config.torch_dtype, "trust_remote_code": config.trust_remote_code, **options}
+    location = base.location
+    if is_adapter:
+        trained, reference = generate_with_vllm(location, tokenizer, prompt_ids, adapters=(model_dir, None),
+                                                revision=config.model_revision, **settings)
+        return {"trained": trained, "reference": reference}
+    (trained,) = generate_with_vllm(model_dir, tokenizer, prompt_ids, **settings)
+    (reference,) = generate_with_vllm(location, tokenizer, prompt_ids, revision=config.model_revision, **settings)
+    return {"trained": trained, "reference": reference}
 
 
 def print_generation_scores(generation: dict, console: Console) -> None:

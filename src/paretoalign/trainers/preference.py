@@ -61,6 +61,7 @@ from paretoalign.data.sampler import ObjectiveBalancedSampler
 from paretoalign.data.tokenize import PreferenceCollator, tokenize_preferences
 from paretoalign.engine import ENGINE_MODES, EngineStep, ObjectiveGradients, SkipGuard, mean_across_processes
 from paretoalign.fused import FusedEngineNotApplicable
+from paretoalign.generation import GENERATION_BACKENDS
 from paretoalign.losses import LOSS_TYPES, TIE_HANDLINGS, preference_losses, preference_metrics
 from paretoalign.models import (
     check_sequence_shapes,
@@ -227,6 +228,13 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
     eval_samples_per_prompt: int = field(
         default=1, metadata=field_help("Generation scores: completions sampled per prompt (each one scored).")
     )
+    generation_backend: str = field(
+        default="auto",
+        metadata=field_help(
+            "Generation scores: 'hf' (transformers' generate), 'vllm' (vLLM, needs the vllm package and a CUDA GPU) "
+            "or 'auto' (vllm when both are there, else hf)."
+        ),
+    )
     precompute_ref_logps: bool = field(
         default=False, metadata=field_help("Compute reference log-probabilities once per dataset before training.")
     )
@@ -326,6 +334,10 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
         for name in ("max_eval_prompts", "eval_max_new_tokens", "eval_samples_per_prompt"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.generation_backend not in GENERATION_BACKENDS:
+            raise ValueError(
+                f"generation_backend must be one of {list(GENERATION_BACKENDS)}, got {self.generation_backend!r}."
+            )
         if self.eval_samples_per_prompt > 1 and not self.eval_do_sample:
             raise ValueError("eval_samples_per_prompt > 1 draws several completions per prompt: set eval_do_sample.")
         if self.eval_do_sample and not (
