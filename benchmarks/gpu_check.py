@@ -17,6 +17,9 @@ quarter of each sequence the prompt (:func:`step_cost.make_batch`).
    host's resident-set growth in brackets; on the CPU: step_cost's resident-set columns).
 3. MFU of the weighted-sum full fine-tuning step: ``6 * parameters * tokens / seconds / peak``, with ``peak`` the
    card's dense bf16 FLOP/s (989e12 for an H100 SXM; :data:`PEAK_BF16_FLOPS`).
+4. Against TRL at K = 1: policy tokens per second of TRL's ``DPOTrainer`` and of paretoalign's trainer with one
+   objective (``vs_trl.compare``: the same pairs, LoRA, loss and bf16 autocast), on the first architecture at random
+   init with a tokenizer trained on the shipped pairs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import gc
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +37,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import step_cost  # noqa: E402
+import vs_trl  # noqa: E402
 from step_cost import Variant, fully_trainable, make_batch, with_lora  # noqa: E402
 
 from paretoalign.engine import ObjectiveGradients  # noqa: E402
@@ -155,6 +160,21 @@ def step_cost_table(name: str, config, device: torch.device, args) -> list[str]:
     return lines
 
 
+def against_trl(name: str, args) -> str:
+    """The line comparing TRL's DPOTrainer with paretoalign at K = 1 (:func:`vs_trl.compare`) on ``name``."""
+    settings = argparse.Namespace(
+        architecture=architecture(name), quick=False, device=args.device, bf16=True, pairs=args.pairs,
+        length=args.length, steps=args.repeats + 2 * args.warmup + 1, warmup=args.warmup + 1, pairs_pool=64,
+        output_dir=str(args.scratch / "vs-trl"),
+    )
+    results = vs_trl.compare(settings)
+    ours, theirs = results["paretoalign (K=1)"], results["TRL DPOTrainer"]
+    ratio = ours["tokens_per_second"] / theirs["tokens_per_second"]
+    return (f"against TRL {name} (LoRA r={vs_trl.LORA['r']}, bf16 autocast, {args.pairs} pairs x {args.length} "
+            f"tokens, K=1): paretoalign {ours['tokens_per_second']:.0f} tokens/s, TRL DPOTrainer "
+            f"{theirs['tokens_per_second']:.0f} tokens/s, ratio {ratio:.2f}x")
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny Llama on the CPU, small batches")
@@ -192,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
           f"best of {args.repeats} after {args.warmup} warm-up step(s)", flush=True)
     for name in args.models:
         print("\n".join(step_cost_table(name, architecture(name), args.device, args)), flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        args.scratch = Path(scratch)
+        print(against_trl(args.models[0], args), flush=True)
     return 1 if failed else 0
 
 

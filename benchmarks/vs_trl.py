@@ -90,7 +90,31 @@ class CountedSteps(TrainerCallback):
         self.counter.close_step()
 
 
+def data_tokenizer(vocab_size: int = 8000):
+    """A byte-level BPE tokenizer trained in-process on the shipped pairs (no download), for architectures at random
+    init whose own tokenizer is not at hand; EOS doubles as the pad token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    dataset, _ = load_preferences({"harmless": str(builtin_data_path(DATA))})
+    texts = [row[column] for row in dataset for column in ("prompt", "response_a", "response_b")]
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(texts, trainer=trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    ))
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+    )
+
+
 def load_base(args) -> tuple[torch.nn.Module, object]:
+    """The model both trainers start from: ``args.architecture`` (a transformers config) at random init (seed 0) with
+    :func:`data_tokenizer`, else SmolLM2-135M-Instruct, or with ``--quick`` a tiny random Llama with its tokenizer."""
+    if getattr(args, "architecture", None) is not None:
+        tokenizer = data_tokenizer(min(8000, args.architecture.vocab_size))
+        torch.manual_seed(0)
+        return transformers.AutoModelForCausalLM.from_config(args.architecture), tokenizer
     model, tokenizer = load_policy("builtin:smollm2")
     if args.quick:
         config = transformers.LlamaConfig(
@@ -105,12 +129,14 @@ def load_base(args) -> tuple[torch.nn.Module, object]:
 
 def common_arguments(args, output_dir: str) -> dict:
     """Training arguments both trainers get. TRL's configs turn gradient checkpointing and bf16 autocast on by
-    default; both are set off here, as in paretoalign's defaults, so both trainers do the same computation."""
+    default; both are set off here, as in paretoalign's defaults, so both trainers do the same computation (bf16
+    autocast for both with ``args.bf16``); on the CPU unless ``args.device`` is a GPU."""
+    on_gpu = getattr(args, "device", torch.device("cpu")).type == "cuda"
     return dict(
         output_dir=output_dir, per_device_train_batch_size=args.pairs, max_steps=args.steps, learning_rate=5e-5,
-        lr_scheduler_type="constant", optim="adamw_torch", save_strategy="no", report_to="none", use_cpu=True,
+        lr_scheduler_type="constant", optim="adamw_torch", save_strategy="no", report_to="none", use_cpu=not on_gpu,
         seed=0, disable_tqdm=True, logging_steps=10_000, beta=0.1, max_length=args.length,
-        remove_unused_columns=False, gradient_checkpointing=False, bf16=False,
+        remove_unused_columns=False, gradient_checkpointing=False, bf16=getattr(args, "bf16", False),
     )
 
 
@@ -165,6 +191,18 @@ def summarise(clock: StepClock, counter: TokenCounter, warmup: int) -> dict:
     }
 
 
+def compare(args) -> dict[str, dict]:
+    """Run TRL's DPOTrainer, then paretoalign's trainer with one objective; their :func:`summarise` by name."""
+    results = {}
+    for name, run in (("TRL DPOTrainer", run_trl), ("paretoalign (K=1)", run_paretoalign)):
+        results[name] = summarise(*run(args, f"{args.output_dir}/{name.split()[0].lower()}"), args.warmup)
+        print(f"  {name}: {results[name]}", file=sys.stderr, flush=True)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return results
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny random Llama (SmolLM2's tokenizer)")
@@ -190,11 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     command = "python benchmarks/vs_trl.py" + "".join(f" {shlex.quote(item)}" for item in (argv or sys.argv[1:]))
     started = time.perf_counter()
-    results = {}
-    for name, run in (("TRL DPOTrainer", run_trl), ("paretoalign (K=1)", run_paretoalign)):
-        results[name] = summarise(*run(args, f"{args.output_dir}/{name.split()[0].lower()}"), args.warmup)
-        print(f"  {name}: {results[name]}", file=sys.stderr, flush=True)
-        gc.collect()
+    results = compare(args)
     model = "tiny random Llama (2 layers, hidden 64) with SmolLM2's tokenizer" if args.quick else "SmolLM2-135M-Instruct"
     ours, theirs = results["paretoalign (K=1)"], results["TRL DPOTrainer"]
     report = [

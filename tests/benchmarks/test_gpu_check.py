@@ -1,5 +1,5 @@
 """``bash benchmarks/gpu_check.sh --cpu-smoke`` runs the GPU check's code on the CPU: fused == exact within the
-stated tolerance in float32 and bf16, and the step-cost table with its rows."""
+stated tolerance in float32 and bf16, the step-cost table with its rows, and the line against TRL's DPOTrainer."""
 
 from __future__ import annotations
 
@@ -33,3 +33,7 @@ def test_the_cpu_smoke_run_prints_the_checks_and_the_table(tmp_path):
         assert rows == ["weighted sum", "exact", "fused"]
         assert all(line.count("x") >= 3 and "fails" not in line for line in lines[start + 3:start + 6])
     assert any(line.startswith("MFU tiny weighted sum, full fine-tuning: ") for line in lines)
+    [trl_line] = [line for line in lines if line.startswith("against TRL tiny ")]
+    ours, theirs, ratio = re.search(r"paretoalign (\d+) tokens/s, TRL DPOTrainer (\d+) tokens/s, ratio ([0-9.]+)x",
+                                    trl_line).groups()
+    assert int(ours) > 0 and int(theirs) > 0 and abs(float(ratio) - int(ours) / int(theirs)) < 0.01
