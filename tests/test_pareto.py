@@ -11,6 +11,9 @@ import torch
 from pymoo.indicators.hv import HV
 
 from paretoalign.pareto import (
+    bootstrap_hypervolume,
+    bootstrap_mean_interval,
+    bootstrap_point_intervals,
     hypervolume,
     min_norm_weights,
     pareto_criticality,
@@ -406,3 +409,81 @@ def test_criticality_rejects_bad_gram(gram, message):
         pareto_criticality(gram)
     with pytest.raises(ValueError, match=message):
         min_norm_weights(gram)
+
+
+# ----------------------------------------------------------------------------------------- bootstrap intervals
+
+
+def test_bootstrap_mean_interval_against_a_hand_count():
+    # Two values 0 and 1: a resample's mean is 0, 1/2 or 1 with probabilities 1/4, 1/2, 1/4, so the 5% and 95%
+    # quantiles of 1000 resampled means are 0 and 1 (each end holds about 250 of them).
+    assert bootstrap_mean_interval([0.0, 1.0], level=0.9) == (0.5, 0.0, 1.0)
+    # Outcomes 1, 1, 1, 0: the resampled mean is k / 4 with k ~ Binomial(4, 3/4): P(k = 4) = 81/256 and
+    # P(k <= 1) = 13/256 (about 51 of 1000, so the 2.5% quantile, near the 25th of the sorted 1000, is at k = 1).
+    assert bootstrap_mean_interval([1.0, 1.0, 1.0, 0.0]) == (0.75, 0.25, 1.0)
+
+
+def test_bootstrap_mean_interval_degenerate_empty_seeded_and_checked():
+    assert bootstrap_mean_interval([0.5] * 7) == (0.5, 0.5, 0.5)
+    assert all(math.isnan(value) for value in bootstrap_mean_interval([]))
+    values = np.random.default_rng(3).random(40)
+    first = bootstrap_mean_interval(values, seed=5, resamples=200)
+    assert bootstrap_mean_interval(values, seed=5, resamples=200) == first
+    assert bootstrap_mean_interval(values, seed=6, resamples=200) != first
+    assert first[0] == pytest.approx(values.mean()) and first[1] < first[0] < first[2]
+    with pytest.raises(ValueError, match="values must be finite"):
+        bootstrap_mean_interval([1.0, math.nan])
+    with pytest.raises(ValueError, match="level must lie strictly between 0 and 1"):
+        bootstrap_mean_interval([1.0], level=1.0)
+    with pytest.raises(ValueError, match="resamples must be a positive integer"):
+        bootstrap_mean_interval([1.0], resamples=0)
+
+
+def test_bootstrap_hypervolume_one_run_one_seed_against_a_hand_count():
+    # Objective a: outcomes 1, 0 (mean 1/2, no gain over 0.5); b: 1, 1, 1 (gain 1/2 whatever is drawn). A resample
+    # gains on a only when it draws the 1 twice (probability 1/4): volume (1 - 0.5) * (1 - 0.5) = 1/4, else 0.
+    samples = [[[[1.0, 0.0], [1.0, 1.0, 1.0]]]]
+    assert bootstrap_hypervolume(samples, [0.5, 0.5], level=0.9) == (0.0, 0.0, 0.25)
+    # a: 1, 1, 1, 0 (mean 3/4): point volume (0.75 - 0.5) * 0.5 = 1/8; resampled a-means k / 4, k ~ Binomial(4, 3/4):
+    # volume 1/4 at k = 4 (81/256), 1/8 at k = 3 (108/256), 0 below (67/256); the a-mean's 2.5% quantile is at
+    # k = 1 (P(k = 0) = 1/256, P(k <= 1) = 13/256).
+    samples = [[[[1.0, 1.0, 1.0, 0.0], [1.0, 1.0]]]]
+    assert bootstrap_hypervolume(samples, [0.5, 0.5]) == (0.125, 0.0, 0.25)
+    points, low, high = bootstrap_point_intervals(samples)
+    assert points.tolist() == [[0.75, 1.0]] and low.tolist() == [[0.25, 1.0]] and high.tolist() == [[1.0, 1.0]]
+
+
+def test_bootstrap_hypervolume_resamples_the_seeds():
+    # One pair per objective, two seeds: seed 0 wins a, seed 1 loses it; b is won by both. The point is
+    # (1/2, 1): no volume. Drawing seed 0 twice (probability 1/4) gives (1, 1): volume 1/2 * 1/2.
+    samples = [[[[1.0], [1.0]], [[0.0], [1.0]]]]
+    assert bootstrap_hypervolume(samples, [0.5, 0.5], level=0.9) == (0.0, 0.0, 0.25)
+
+
+def test_bootstrap_hypervolume_degenerate_outcomes_give_a_zero_width_interval():
+    runs = [[[[1.0] * 5, [0.5] * 3 + [1.0] * 3]] * 2, [[[1.0] * 5, [1.0] * 6]] * 2]
+    # Every resample redraws the same values: run 0 is (1, 0.75), run 1 (1, 1), which dominates it.
+    volume, low, high = bootstrap_hypervolume(runs, [0.5, 0.5])
+    assert volume == low == high == 0.25
+    # a missing measurement (NaN) is left out of the means; a run with nothing measured adds no point (run 0 draws
+    # only its NaN with probability 1/256)
+    runs = [[[[1.0, math.nan, 1.0, 1.0], [1.0, 1.0]]], [[[math.nan] * 4, [1.0, 1.0]]]]
+    assert bootstrap_hypervolume(runs, [0.5, 0.5], level=0.9) == (0.25, 0.25, 0.25)
+
+
+def test_bootstrap_hypervolume_is_reproducible_by_seed_and_checks_its_input():
+    generator = np.random.default_rng(0)
+    samples = [[[generator.integers(0, 2, 30) / 1.0, generator.integers(0, 3, 20) / 2.0] for _ in range(3)]
+               for _ in range(4)]
+    first = bootstrap_hypervolume(samples, [0.4, 0.4], seed=1, resamples=300)
+    assert bootstrap_hypervolume(samples, [0.4, 0.4], seed=1, resamples=300) == first
+    assert bootstrap_hypervolume(samples, [0.4, 0.4], seed=2, resamples=300) != first
+    points = [[np.mean([np.mean(seed[k]) for seed in run]) for k in range(2)] for run in samples]
+    assert first[0] == pytest.approx(hypervolume(points, [0.4, 0.4]))
+    assert first[1] <= first[0] <= first[2]
+    with pytest.raises(ValueError, match=r"samples\[1\]\[0\]\[1\] has 2 values, samples\[0\]\[0\]\[1\] has 3"):
+        bootstrap_hypervolume([[[[1.0], [1.0, 0.0, 1.0]]], [[[1.0], [1.0, 0.0]]]], [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"samples\[1\] has 1 seeds, samples\[0\] has 2"):
+        bootstrap_hypervolume([[[[1.0], [1.0]]] * 2, [[[1.0], [1.0]]]], [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"samples\[0\]\[0\] has 1 objectives, the reference point 2"):
+        bootstrap_hypervolume([[[[1.0]]]], [0.5, 0.5])

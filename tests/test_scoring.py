@@ -1,5 +1,5 @@
-"""Numbers about a policy without training it (paretoalign.scoring): preference metrics on known margins, win rates
-and reward summaries on hand-made scores."""
+"""Numbers about a policy without training it (paretoalign.scoring): preference metrics and per-pair outcomes on known
+margins, win rates, reward summaries and generation reports on hand-made scores."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import math
 import pytest
 import torch
 
-from paretoalign.scoring import preference_report, reward_summary, win_counts, win_rate
+from paretoalign.scoring import (
+    generation_report,
+    preference_outcomes,
+    preference_report,
+    reward_summary,
+    win_counts,
+    win_rate,
+)
 
 NAN, INF = math.nan, math.inf
 
@@ -49,9 +56,48 @@ def test_win_rate_without_a_common_score_is_none_and_lengths_must_match():
 
 
 def test_reward_summary_means_the_scored_values_and_counts_their_share():
-    assert reward_summary([1.0, None, 3.0, NAN, INF]) == {"mean": 2.0, "scored": 0.4}
-    assert reward_summary([0.5, 0.25, 0.25, 1]) == {"mean": 0.5, "scored": 1.0}
+    # scored 1 and 3: sample standard deviation sqrt(((1 - 2)^2 + (3 - 2)^2) / 1) = sqrt(2), stderr sqrt(2) / sqrt(2)
+    assert reward_summary([1.0, None, 3.0, NAN, INF]) == {"mean": 2.0, "stderr": pytest.approx(1.0), "scored": 0.4}
+    # squared deviations 0, 1/16, 1/16, 1/4: variance (3/8) / 3 = 1/8, stderr sqrt(1/8) / sqrt(4)
+    assert reward_summary([0.5, 0.25, 0.25, 1]) == {"mean": 0.5, "stderr": pytest.approx(math.sqrt(1 / 8) / 2),
+                                                    "scored": 1.0}
     empty = reward_summary([])
-    assert math.isnan(empty["mean"]) and empty["scored"] == 0.0
+    assert math.isnan(empty["mean"]) and empty["scored"] == 0.0 and math.isnan(empty["stderr"])
     unscored = reward_summary([None, NAN])
     assert math.isnan(unscored["mean"]) and unscored["scored"] == 0.0
+    single = reward_summary([4.0, None])  # one scored value: a mean, no standard error
+    assert single["mean"] == 4.0 and math.isnan(single["stderr"])
+
+
+def test_preference_outcomes_are_per_pair_and_their_mean_is_the_accuracy():
+    # The margins of test_preference_report_on_known_margins: h = (0.5, -1, 0).
+    policy = torch.tensor([[-1.0, -3.0], [-4.0, -1.0], [-2.0, -2.0]])
+    reference = torch.tensor([[-2.0, -3.0], [-4.0, -3.0], [-2.0, -2.0]])
+    labels = torch.tensor([[1, -1], [-1, 0], [1, 1]])
+    outcomes = preference_outcomes(policy, reference, labels, ["a", "b"], beta=0.5)
+    # a: signed margins 0.5, 1, 0 -> won, won, tie; b: only pairs 0 (-0.5: lost) and 2 (0: tie) are labelled.
+    assert outcomes == {"a": [1.0, 1.0, 0.5], "b": [0.0, 0.5]}
+    report = preference_report(policy, reference, labels, ["a", "b"], beta=0.5)
+    for name, values in outcomes.items():
+        assert sum(values) / len(values) == pytest.approx(report[name]["accuracy"])
+        assert len(values) == report[name]["pairs"]
+    assert preference_outcomes(reference, reference, labels, ["a", "b"], beta=0.5) == {"a": [0.5] * 3, "b": [0.5] * 2}
+    with pytest.raises(ValueError, match=r"labels must be \[N, K\] = \[3, 1\]"):
+        preference_outcomes(policy, reference, labels, ["a"], beta=0.5)
+
+
+def test_generation_report_keeps_every_completion_score():
+    def characters(prompts, completions, **kwargs):
+        return [float(len(text)) for text in completions]
+
+    def even_only(prompts, completions, **kwargs):
+        return [float(len(text)) if len(text) % 2 == 0 else None for text in completions]
+
+    completions = {"trained": ([[1], [2, 3], [4]], ["ab", "abc", "abcd"]),
+                   "reference": ([[1], [2], [3]], ["a", "bb", "cccccc"])}
+    report = generation_report(["p", "q", "r"], completions, {"chars": characters, "even": even_only})
+    assert report["scores"] == {"chars": {"trained": [2.0, 3.0, 4.0], "reference": [1.0, 2.0, 6.0]},
+                                "even": {"trained": [2.0, None, 4.0], "reference": [None, 2.0, 6.0]}}
+    assert report["rewards"]["chars"]["trained"] == {"mean": 3.0, "stderr": pytest.approx(1 / math.sqrt(3)),
+                                                     "scored": 1.0}
+    assert report["rewards"]["even"]["reference"] == {"mean": 4.0, "stderr": pytest.approx(2.0), "scored": 2 / 3}

@@ -89,8 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--config", required=True, help="YAML config of one run (output_dir holds the sweep)")
     sweep_parser.add_argument("--weights", default="grid:4", help="grid:N (simplex lattice) or 'w1,w2;w1,w2;...'")
     sweep_parser.add_argument("--weightings", default="raco,weighted_sum", help="comma-separated weighting names")
-    sweep_parser.add_argument("--metric", default="accuracy", choices=["accuracy", "margin", "loss"],
-                              help="held-out metric per objective that spans the front")
+    sweep_parser.add_argument("--metric", default="accuracy",
+                              help="what spans the front: accuracy | margin | loss (held-out, per objective) or "
+                                   "reward:NAME1,NAME2 (mean score of those eval_rewards, written to each run's "
+                                   "eval.json)")
+    sweep_parser.add_argument("--seeds", help="comma-separated training seeds: every run once per seed into "
+                                              "<run>/seed_<s>/ (default: one run with the config's seed)")
     sweep_parser.add_argument("--dry-run", action="store_true", help="print the plan and what is already done")
     data_parser = commands.add_parser("data", help="look at preference data before training on it")
     data_actions = data_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -117,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     label_parser.add_argument("--split", default="train", choices=["train", "eval"], help="which pairs to label")
     commands.add_parser(
         "synthetic", add_help=False,
-        help="tabular DPO benchmark with an exact Pareto front: every weighting, RACO's clip (--help for options)",
+        help="synthetic benchmarks with an exact evaluation: tabular DPO (every weighting, RACO's clip) or "
+             "--benchmark policy (a neural policy under gradient noise and scale imbalance); --help for options",
     )
     return parser
 
@@ -151,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             return data.main(args.config, args.json, rest, console)
         if args.command == "eval":
             return evaluate.main(args.model, args.config, args.output, rest, console)
-        return sweep.main(args.config, args.weights, args.weightings, args.metric, args.dry_run, rest, console)
+        return sweep.main(args.config, args.weights, args.weightings, args.metric, args.seeds, args.dry_run, rest,
+                          console)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
         console.print(f"[bold red]error:[/bold red] {escape(str(error))}", soft_wrap=True)
         return 2

@@ -1,20 +1,31 @@
-"""Pareto utilities: dominance, Pareto fronts, hypervolume, simplex weight grids, Pareto criticality.
+"""Pareto utilities: dominance, Pareto fronts, hypervolume, simplex weight grids, Pareto criticality, and
+percentile-bootstrap intervals of a mean, of measured points and of their hypervolume.
 
 Conventions: a set of ``n`` points with ``K`` objectives is an ``[n, K]`` array (numpy array, torch tensor
 or nested list); every function computes in float64 and returns numpy arrays or Python floats. By default
 all objectives are maximised; ``maximize=False`` minimises all of them.
+
+Percentile bootstrap (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*, ch. 13): a statistic ``T`` of
+samples is recomputed on ``B`` resamples, each drawing every sample's ``n`` values with replacement; the interval at
+level ``1 - alpha`` is ``[q_{alpha/2}, q_{1 - alpha/2}]``, the empirical quantiles of the ``B`` values of ``T``
+(``numpy.quantile``, linear interpolation). Resamples come from ``numpy.random.default_rng(seed)``, so a seed
+gives the same interval every time.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 
 import numpy as np
 import torch
 from pymoo.indicators.hv import HV
 
-__all__ = ["pareto_mask", "pareto_front", "hypervolume", "simplex_grid", "min_norm_weights", "pareto_criticality"]
+__all__ = [
+    "bootstrap_hypervolume", "bootstrap_mean_interval", "bootstrap_point_intervals", "hypervolume", "min_norm_weights",
+    "pareto_criticality", "pareto_front", "pareto_mask", "simplex_grid",
+]
 
 GRAM_RELATIVE_TOLERANCE = 1e-6
 """Allowed asymmetry ``max |G - G^T|`` and negative eigenvalue of a Gram matrix, relative to ``max_ij |G_ij|``."""
@@ -346,3 +357,167 @@ def pareto_criticality(gram) -> float:
     matrix = _as_gram(gram)
     weights = _solve_min_norm_weights(matrix)
     return max(float(weights @ matrix @ weights), 0.0)
+
+
+def _check_bootstrap(resamples: int, level: float) -> None:
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
+        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
+
+
+def _interval_quantiles(level: float) -> list[float]:
+    return [(1.0 - level) / 2.0, (1.0 + level) / 2.0]
+
+
+def bootstrap_mean_interval(
+    values, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """The mean of ``values`` and its percentile-bootstrap interval (see the module docstring).
+
+    Each of the ``resamples`` resamples draws ``n`` of the ``n`` values with replacement and takes their mean;
+    ``(low, high)`` are the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of those means.
+
+    Args:
+        values: ``[n]`` finite numbers (e.g. per-pair outcomes 1, 1/2, 0, whose mean is an accuracy).
+
+    Returns:
+        ``(mean, low, high)``; all three NaN for no values.
+
+    Raises:
+        ValueError: ``values`` is not 1-D or holds a non-finite number; a bad ``resamples`` or ``level``.
+    """
+    _check_bootstrap(resamples, level)
+    array = _to_float64_array(values, "values")
+    if array.ndim != 1:
+        raise ValueError(f"values must be a 1-D array, got shape {array.shape}")
+    _require_finite(array, "values")
+    if array.size == 0:
+        return math.nan, math.nan, math.nan
+    draws = np.random.default_rng(seed).integers(0, array.size, size=(resamples, array.size))
+    low, high = np.quantile(array[draws].mean(axis=1), _interval_quantiles(level))
+    return float(array.mean()), float(low), float(high)
+
+
+def _samples_per_objective(samples, num_objectives: int) -> list[np.ndarray]:
+    """``samples[run][seed][k]`` (1-D, NaN allowed) -> per objective k one ``[runs, seeds, n_k]`` array."""
+    if len(samples) == 0:
+        raise ValueError("samples must hold at least one run")
+    num_seeds = len(samples[0])
+    if num_seeds == 0:
+        raise ValueError("samples[0] must hold at least one seed")
+    arrays = []
+    for k in range(num_objectives):
+        rows = []
+        size = None
+        for run, seeds in enumerate(samples):
+            if len(seeds) != num_seeds:
+                raise ValueError(f"samples[{run}] has {len(seeds)} seeds, samples[0] has {num_seeds}: every run "
+                                 "is measured once per seed")
+            row = []
+            for seed, objectives in enumerate(seeds):
+                if len(objectives) != num_objectives:
+                    raise ValueError(f"samples[{run}][{seed}] has {len(objectives)} objectives, the reference point "
+                                     f"{num_objectives}")
+                values = _to_float64_array(objectives[k], f"samples[{run}][{seed}][{k}]")
+                if values.ndim != 1:
+                    raise ValueError(f"samples[{run}][{seed}][{k}] must be 1-D, got shape {values.shape}")
+                if np.isinf(values).any():
+                    raise ValueError(f"samples[{run}][{seed}][{k}] holds an infinite value; NaN marks a missing one")
+                size = values.size if size is None else size
+                if values.size != size:
+                    raise ValueError(
+                        f"samples[{run}][{seed}][{k}] has {values.size} values, samples[0][0][{k}] has {size}: "
+                        "every run and seed is measured on the same pairs or prompts"
+                    )
+                row.append(values)
+            rows.append(row)
+        arrays.append(np.array(rows, dtype=np.float64).reshape(len(samples), num_seeds, size))
+    return arrays
+
+
+def _pooled_means(array: np.ndarray, seed_counts: np.ndarray, value_counts: np.ndarray) -> np.ndarray:
+    """``[B, runs]`` means of ``array`` [runs, seeds, n] over the drawn seeds and values (a drawn entry counts as
+    often as it is drawn; NaN entries are left out; NaN where nothing is left)."""
+    present = ~np.isnan(array)
+    filled = np.where(present, array, 0.0)
+    totals = np.einsum("bs,brs->br", seed_counts, np.einsum("rsi,bi->brs", filled, value_counts))
+    counts = np.einsum("bs,brs->br", seed_counts, np.einsum("rsi,bi->brs", present.astype(np.float64), value_counts))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, totals / np.where(counts > 0, counts, 1.0), np.nan)
+
+
+def _resampled_points(samples, num_objectives: int, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The runs' points ``[runs, K]`` and their bootstrap resamples ``[B, runs, K]``: per resample the seeds and,
+    per objective, the values are drawn with replacement, the same draw for every run."""
+    arrays = _samples_per_objective(samples, num_objectives)
+    num_seeds = arrays[0].shape[1]
+    generator = np.random.default_rng(seed)
+    seed_counts = generator.multinomial(num_seeds, np.full(num_seeds, 1.0 / num_seeds), size=resamples)
+    points, resampled = [], []
+    for array in arrays:
+        size = array.shape[2]
+        value_counts = (generator.multinomial(size, np.full(size, 1.0 / size), size=resamples) if size
+                        else np.zeros((resamples, 0)))
+        points.append(_pooled_means(array, np.ones((1, num_seeds)), np.ones((1, size)))[0])
+        resampled.append(_pooled_means(array, seed_counts.astype(np.float64), value_counts.astype(np.float64)))
+    return np.stack(points, axis=-1), np.stack(resampled, axis=-1)
+
+
+def _finite_hypervolume(points: np.ndarray, reference) -> float:
+    return hypervolume(points[np.isfinite(points).all(axis=1)], reference)
+
+
+def bootstrap_hypervolume(
+    samples, reference, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Hypervolume of a set of measured runs (maximised) with its percentile-bootstrap interval over the samples and
+    the seeds.
+
+    ``samples[r][s][k]`` holds run r's values of objective k with seed s, one per evaluation unit (per pair: the
+    outcome 1, 1/2 or 0; per prompt: a score; NaN: not measured): every run and seed is measured on the same
+    ``n_k`` units of objective k. Run r's point is ``p_rk = mean_{s, i} samples[r][s][k][i]`` (NaN left out). A
+    resample draws ``S`` of the ``S`` seeds and, per objective, ``n_k`` of the ``n_k`` units with replacement, the
+    same draws for every run (the runs share the evaluation set and the seeds), forms each run's point from the drawn
+    entries and takes ``hypervolume(points, reference)``; a run whose point is not finite (nothing measured) adds no
+    point.
+
+    Returns:
+        ``(hypervolume of the points, low, high)``.
+
+    Raises:
+        ValueError: runs with different numbers of seeds, objectives other than the reference point's, different
+            numbers of units for one objective, an infinite value; a bad ``resamples`` or ``level``.
+    """
+    _check_bootstrap(resamples, level)
+    reference_point = _to_float64_array(reference, "reference")
+    if reference_point.ndim != 1 or reference_point.size == 0:
+        raise ValueError(f"reference must be a non-empty 1-D array of shape [K], got shape {reference_point.shape}")
+    points, resampled = _resampled_points(samples, reference_point.size, resamples, seed)
+    volumes = [_finite_hypervolume(draw, reference_point) for draw in resampled]
+    low, high = np.quantile(volumes, _interval_quantiles(level))
+    return _finite_hypervolume(points, reference_point), float(low), float(high)
+
+
+def bootstrap_point_intervals(
+    samples, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every run's point and, per objective, its percentile-bootstrap interval over the samples and the seeds.
+
+    ``samples`` and the resampling are those of :func:`bootstrap_hypervolume` (with the same ``seed`` the same
+    draws); the interval of ``p_rk`` is the quantiles of its resampled values (NaN where none is finite).
+
+    Returns:
+        ``(points, low, high)``, each ``[runs, K]``.
+    """
+    _check_bootstrap(resamples, level)
+    if len(samples) == 0 or len(samples[0]) == 0:
+        raise ValueError("samples must hold at least one run with at least one seed")
+    points, resampled = _resampled_points(samples, len(samples[0][0]), resamples, seed)
+    finite = np.isfinite(resampled).any(axis=0)
+    low = np.full(points.shape, np.nan)
+    high = np.full(points.shape, np.nan)
+    if finite.any():
+        quantiles = np.nanquantile(resampled[:, finite], _interval_quantiles(level), axis=0)
+        low[finite], high[finite] = quantiles[0], quantiles[1]
+    return points, low, high

@@ -5,14 +5,17 @@ For a policy ``pi`` and reference ``pi_ref`` the implicit reward margin of pair 
 pairs labelled for k:
 
 * preference accuracy: the share of pairs with ``S_ik h_i > 0`` (the policy moved towards the preferred
-  response relative to the reference), a tie ``h_i = 0`` counting 1/2, so the reference itself scores 0.5;
+  response relative to the reference), a tie ``h_i = 0`` counting 1/2, so the reference itself scores 0.5; it is
+  the mean of the per-pair outcomes ``o_i = 1`` if ``S_ik h_i > 0``, ``1/2`` if ``h_i = 0``, ``0`` otherwise
+  (:func:`preference_outcomes`), which a bootstrap over pairs resamples;
 * mean margin ``mean_i S_ik h_i``;
 * the objective's preference loss ``L_k`` (:func:`paretoalign.losses.preference_losses`).
 
 Generation-based scores (optional): each policy writes one completion ``y_i`` per held-out prompt ``x_i``
 (:func:`paretoalign.generation.generate_completions`, greedy by default), and every reward function ``r`` is called on them as the RL
 trainer calls it, ``r(prompts=[x_i], completions=[y_i], completion_ids=..., **columns)`` (one number or None per
-completion). Per reward: the mean over the scored completions and the share scored (:func:`reward_summary`). A
+completion). Per reward: the mean over the scored completions, its standard error and the share scored
+(:func:`reward_summary`). A
 judge ``J`` (one reward function) compares the trained policy's completion ``y_i`` with the reference's ``y'_i``:
 ``win rate = mean_i w_i``, ``w_i = 1`` if ``J(x_i, y_i) > J(x_i, y'_i)``, ``1/2`` if equal, ``0`` if lower, over the
 prompts where both got a score (:func:`win_rate`); the reference against itself scores exactly 1/2.
@@ -21,6 +24,7 @@ prompts where both got a score (:func:`win_rate`); the reference against itself 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,8 +38,8 @@ from paretoalign.models import sequence_logps
 from paretoalign.rewards.specs import checked_reward_function
 
 __all__ = [
-    "dataset_logps", "generation_report", "preference_report", "reward_completions", "reward_summary", "score_rewards",
-    "win_counts", "win_rate",
+    "dataset_logps", "generation_report", "preference_outcomes", "preference_report", "reward_completions",
+    "reward_summary", "score_rewards", "win_counts", "win_rate",
 ]
 
 
@@ -88,16 +92,7 @@ def preference_report(
 
     ``policy_logps`` and ``reference_logps`` are [N, 2] (response a, response b); ``labels`` is the [N, K] matrix.
     """
-    if policy_logps.shape != reference_logps.shape or policy_logps.ndim != 2 or policy_logps.shape[1] != 2:
-        raise ValueError(
-            f"policy and reference log-probabilities must both be [N, 2], got {tuple(policy_logps.shape)} "
-            f"and {tuple(reference_logps.shape)}."
-        )
-    labels = torch.as_tensor(labels)
-    if labels.shape != (policy_logps.shape[0], len(objective_names)):
-        raise ValueError(f"labels must be [N, K] = [{policy_logps.shape[0]}, {len(objective_names)}].")
-    logratios = policy_logps.double() - reference_logps.double()
-    delta = logratios[:, 0] - logratios[:, 1]
+    delta, labels = _logratio_differences(policy_logps, reference_logps, labels, objective_names)
     losses = preference_losses(delta, labels, beta, loss_type)
     metrics = preference_metrics(delta, labels, beta)
     report = {
@@ -110,6 +105,43 @@ def preference_report(
         for k, name in enumerate(objective_names)
     }
     return report
+
+
+def _logratio_differences(
+    policy_logps: torch.Tensor, reference_logps: torch.Tensor, labels: torch.Tensor, objective_names: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``delta_i`` [N] (float64) of [N, 2] policy and reference log-probabilities, and the checked [N, K] labels."""
+    if policy_logps.shape != reference_logps.shape or policy_logps.ndim != 2 or policy_logps.shape[1] != 2:
+        raise ValueError(
+            f"policy and reference log-probabilities must both be [N, 2], got {tuple(policy_logps.shape)} "
+            f"and {tuple(reference_logps.shape)}."
+        )
+    labels = torch.as_tensor(labels)
+    if labels.shape != (policy_logps.shape[0], len(objective_names)):
+        raise ValueError(f"labels must be [N, K] = [{policy_logps.shape[0]}, {len(objective_names)}].")
+    logratios = policy_logps.double() - reference_logps.double()
+    return logratios[:, 0] - logratios[:, 1], labels
+
+
+def preference_outcomes(
+    policy_logps: torch.Tensor,
+    reference_logps: torch.Tensor,
+    labels: torch.Tensor,
+    objective_names: list[str],
+    beta: float,
+) -> dict[str, list[float]]:
+    """Per objective k, the outcome of every pair labelled for k, in pair order: ``o_i = 1`` if ``S_ik h_i > 0``
+    (the implicit reward prefers the labelled winner), ``1/2`` if ``h_i = 0`` (a tie), ``0`` otherwise.
+
+    ``mean_i o_i`` is :func:`preference_report`'s accuracy (for the reference policy every ``o_i`` is 1/2); the
+    arguments are :func:`preference_report`'s.
+    """
+    delta, labels = _logratio_differences(policy_logps, reference_logps, labels, objective_names)
+    if not (beta > 0):
+        raise ValueError(f"beta must be positive, got {beta}.")
+    signed_margin = labels.to(delta.dtype) * (beta * delta)[:, None]
+    outcome = (signed_margin > 0).to(delta.dtype) + 0.5 * (signed_margin == 0).to(delta.dtype)
+    return {name: outcome[labels[:, k] != 0, k].tolist() for k, name in enumerate(objective_names)}
 
 
 def reward_completions(prompts: Sequence[str | list[dict]], texts: Sequence[str]) -> list:
@@ -146,12 +178,14 @@ def _scored(value: Any) -> bool:
 
 
 def reward_summary(scores: Sequence[float | None]) -> dict[str, float]:
-    """``mean`` = (sum of the scored values) / (their number), NaN when none is scored; ``scored`` = (number of
-    scored values) / (number of values), 0 for no values. A value is scored when it is a finite number (None, NaN
-    and infinities are not)."""
+    """``mean`` = (sum of the scored values) / (their number n), NaN when none is scored; ``stderr`` = s / sqrt(n),
+    the standard error of that mean with s the sample standard deviation ``sqrt(sum_i (v_i - mean)^2 / (n - 1))``,
+    NaN when n < 2; ``scored`` = n / (number of values), 0 for no values. A value is scored when it is a finite
+    number (None, NaN and infinities are not)."""
     scored = [float(value) for value in scores if _scored(value)]
     return {
         "mean": sum(scored) / len(scored) if scored else math.nan,
+        "stderr": statistics.stdev(scored) / math.sqrt(len(scored)) if len(scored) >= 2 else math.nan,
         "scored": len(scored) / len(scores) if len(scores) else 0.0,
     }
 
@@ -189,9 +223,11 @@ def generation_report(
     """Scores of the ``trained`` and ``reference`` completions (``completions[policy] = (ids, texts)``).
 
     Returns ``{"prompts": n, "rewards": {name: {"trained": summary, "reference": summary}},
+    "scores": {name: {"trained": [...], "reference": [...]}},
     "win_rate_vs_reference": {"judge", "win_rate", "prompts", "wins", "ties", "losses"} (with a judge),
-    "completions": [{"prompt", "trained", "reference"}, ...]}`` (summaries from :func:`reward_summary`, the win rate
-    and its counts as in :func:`win_rate`, over the prompts the judge scored for both policies).
+    "completions": [{"prompt", "trained", "reference"}, ...]}`` (summaries from :func:`reward_summary`; ``scores``:
+    every completion's score in order, None where the reward gave none or a non-finite number; the win rate and its
+    counts as in :func:`win_rate`, over the prompts the judge scored for both policies).
     """
     functions = dict(rewards)
     if judge is not None:
@@ -202,6 +238,11 @@ def generation_report(
     report: dict[str, Any] = {
         "prompts": len(prompts),
         "rewards": {name: {policy: reward_summary(scores[policy][name]) for policy in completions} for name in rewards},
+        "scores": {
+            name: {policy: [float(value) if _scored(value) else None for value in scores[policy][name]]
+                   for policy in completions}
+            for name in rewards
+        },
     }
     if judge is not None:
         trained, reference = (scores[policy][("judge", judge[0])] for policy in ("trained", "reference"))

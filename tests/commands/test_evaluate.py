@@ -4,6 +4,8 @@ random Llama against completions generated here token by token and against the r
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import re
 
 import pytest
@@ -158,12 +160,15 @@ def test_eval_command_scores_completions_and_the_win_rate_against_the_base_model
         characters = [float(len(text)) for text in texts]
         even = [float(len(t) + b) if len(t) % 2 == 0 else None for t, b in zip(texts, used_bonus)]
         scores = generation["rewards"]
-        assert scores["characters"][policy] == {"mean": sum(characters) / 5, "scored": 1.0}
+        assert scores["characters"][policy] == {"mean": sum(characters) / 5, "scored": 1.0,
+                                                "stderr": pytest.approx(statistics.stdev(characters) / math.sqrt(5))}
+        assert generation["scores"]["characters"][policy] == characters
         if any(value is not None for value in even):
             assert scores["even"][policy]["mean"] == pytest.approx(mean_of_scored(even), abs=1e-12)
         assert scores["even"][policy]["scored"] == sum(value is not None for value in even) / 5
         words = length(used, [[{"role": "assistant", "content": text}] for text in texts])
-        assert scores["length"][policy] == {"mean": pytest.approx(sum(words) / 5, abs=1e-12), "scored": 1.0}
+        assert scores["length"][policy] == {"mean": pytest.approx(sum(words) / 5, abs=1e-12), "scored": 1.0,
+                                            "stderr": pytest.approx(statistics.stdev(words) / math.sqrt(5), abs=1e-12)}
 
     judged = generation["win_rate_vs_reference"]
     trained_lengths = [float(len(text)) for text in trained]

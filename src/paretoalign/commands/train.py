@@ -5,6 +5,12 @@ Build (policy, LoRA, training and held-out pairs) -> held-out metrics before tra
 (adapter or full weights with the tokenizer, loadable with ``from_pretrained``), ``config.yaml``, TensorBoard logs
 and ``metrics.json`` -> print the before / after table.
 
+``metrics.json`` holds ``objectives``, ``weights``, ``train`` (steps, loss, timings), ``log_history`` and, with
+``eval_data``, ``before`` and ``after`` (:func:`paretoalign.scoring.preference_report` per objective) and
+``after_outcomes``: per objective the trained policy's outcome 1, 1/2 or 0 on each held-out pair labelled for it, in
+pair order (:func:`paretoalign.scoring.preference_outcomes`; their mean is ``after``'s accuracy; before training
+every outcome is 1/2).
+
 At initialisation the policy is the reference (a fresh LoRA adapter is zero; full fine-tuning copies the weights),
 so the held-out log-probabilities scored before training are the reference's, and are reused after training.
 """
@@ -22,8 +28,12 @@ from transformers import set_seed
 from paretoalign.config import config_to_dict, parse_config
 from paretoalign.io import write_json_atomic, write_yaml_atomic
 from paretoalign.models import place_on, save_policy
-from paretoalign.scoring import dataset_logps, preference_report
-from paretoalign.trainers.preference import ParetoPreferenceConfig, ParetoPreferenceTrainer, prepare_preference_data
+from paretoalign.scoring import dataset_logps, preference_outcomes, preference_report
+from paretoalign.trainers.preference import (
+    ParetoPreferenceConfig,
+    ParetoPreferenceTrainer,
+    prepare_preference_data,
+)
 
 __all__ = ["main", "print_before_after", "resume_argument", "train"]
 
@@ -80,6 +90,7 @@ def train(config: ParetoPreferenceConfig) -> dict[str, Any]:
     if eval_set is not None:
         after = dataset_logps(model, eval_set, tokenizer.pad_token_id, batch_size, average, "held-out pairs (trained)")
         metrics["after"] = preference_report(after, eval_reference, eval_labels, names, config.beta, config.loss_type)
+        metrics["after_outcomes"] = preference_outcomes(after, eval_reference, eval_labels, names, config.beta)
     # Under FSDP every process holds a shard: gathering the full weights is a collective all of them enter.
     state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
     if config.should_save:
