@@ -101,3 +101,29 @@ def test_generation_report_keeps_every_completion_score():
     assert report["rewards"]["chars"]["trained"] == {"mean": 3.0, "stderr": pytest.approx(1 / math.sqrt(3)),
                                                      "scored": 1.0}
     assert report["rewards"]["even"]["reference"] == {"mean": 4.0, "stderr": pytest.approx(2.0), "scored": 2 / 3}
+
+
+def test_reference_logps_are_cached_by_model_and_tokens(tmp_path, tiny_llama, tiny_tokenizer, monkeypatch):
+    from datasets import Dataset
+
+    from paretoalign import scoring
+    from paretoalign.scoring import cached_dataset_logps, dataset_logps
+
+    pairs = Dataset.from_dict({
+        "prompt_input_ids": [[1, 2], [3]], "response_a_input_ids": [[4, 5], [6]],
+        "response_b_input_ids": [[7], [8, 9]], "labels": [[1], [-1]],
+    })
+    direct = dataset_logps(tiny_llama, pairs, tiny_tokenizer.pad_token_id)
+    key = {"model": "tiny", "revision": None}
+    first = cached_dataset_logps(tiny_llama, pairs, tiny_tokenizer.pad_token_id, tmp_path, key)
+    assert torch.equal(first, direct) and len(list(tmp_path.glob("reference-logps-*.pt"))) == 1
+    calls = []
+    monkeypatch.setattr(scoring, "dataset_logps", lambda *args, **kwargs: calls.append(args) or direct * 0)
+    assert torch.equal(cached_dataset_logps(tiny_llama, pairs, tiny_tokenizer.pad_token_id, tmp_path, key), direct)
+    assert calls == []  # read from the file
+    other_tokens = pairs.map(lambda row: {"response_b_input_ids": row["response_b_input_ids"] + [10]})
+    cached_dataset_logps(tiny_llama, other_tokens, tiny_tokenizer.pad_token_id, tmp_path, key)
+    cached_dataset_logps(tiny_llama, pairs, tiny_tokenizer.pad_token_id, tmp_path, {"model": "other"})
+    cached_dataset_logps(tiny_llama, pairs, tiny_tokenizer.pad_token_id, tmp_path, key, average=True)
+    assert len(calls) == 3 and len(list(tmp_path.glob("reference-logps-*.pt"))) == 4
+    assert cached_dataset_logps(tiny_llama, pairs, tiny_tokenizer.pad_token_id, None, key).shape == (2, 2)

@@ -23,8 +23,12 @@ prompts where both got a score (:func:`win_rate`); the reference against itself 
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import math
 import statistics
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,11 +37,13 @@ from rich.progress import track
 from torch import nn
 
 from paretoalign.data.tokenize import PreferenceCollator
+from paretoalign.io import write_bytes_atomic
 from paretoalign.losses import preference_losses, preference_metrics
 from paretoalign.models import sequence_logps
 from paretoalign.rewards.specs import checked_reward_function
 
 __all__ = [
+    "cached_dataset_logps",
     "dataset_logps", "generation_report", "preference_outcomes", "preference_report", "reward_completions",
     "reward_summary", "score_rewards", "win_counts", "win_rate",
 ]
@@ -142,6 +148,36 @@ def preference_outcomes(
     signed_margin = labels.to(delta.dtype) * (beta * delta)[:, None]
     outcome = (signed_margin > 0).to(delta.dtype) + 0.5 * (signed_margin == 0).to(delta.dtype)
     return {name: outcome[labels[:, k] != 0, k].tolist() for k, name in enumerate(objective_names)}
+
+
+def cached_dataset_logps(
+    model: nn.Module,
+    dataset,
+    pad_token_id: int,
+    cache_dir: str | Path | None,
+    model_key: dict[str, Any],
+    batch_size: int = 8,
+    average: bool = False,
+    description: str = "scoring pairs",
+) -> torch.Tensor:
+    """:func:`dataset_logps`, kept in ``cache_dir`` (when given) under a key of everything they depend on: the
+    ``model_key`` (the model's name, revision, dtype, ...), ``average`` and the token ids of every pair. A second call
+    with the same key (another run of a sweep: the same base model and pairs) reads the file instead of running the
+    model; a different key is a different file. Files are written atomically."""
+    if cache_dir is None:
+        return dataset_logps(model, dataset, pad_token_id, batch_size, average, description)
+    digest = hashlib.sha256(json.dumps({**model_key, "average": average}, sort_keys=True, default=str).encode())
+    for column in ("prompt_input_ids", "response_a_input_ids", "response_b_input_ids"):
+        for ids in dataset[column]:
+            digest.update(json.dumps(ids).encode())
+    path = Path(cache_dir) / f"reference-logps-{digest.hexdigest()[:32]}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    logps = dataset_logps(model, dataset, pad_token_id, batch_size, average, description)
+    buffer = io.BytesIO()
+    torch.save(logps, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+    return logps
 
 
 def reward_completions(prompts: Sequence[str | list[dict]], texts: Sequence[str]) -> list:

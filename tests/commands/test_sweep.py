@@ -139,6 +139,11 @@ def test_sweep_over_seeds_has_intervals_and_resumes(tmp_path, lora_run_config, c
             assert (out / "raco" / weights / f"seed_{seed}" / "metrics.json").is_file()
     front = json.loads((out / "front.json").read_text())
     assert front["seeds"] == [0, 1] and [row["seed"] for row in front["runs"]] == [0, 1, 0, 1]
+    # the four runs share the base model and the held-out pairs: one file of reference log-probabilities, and the same
+    # "before" numbers in every run
+    assert len(list((out / "reference-logps").glob("reference-logps-*.pt"))) == 1
+    befores = [json.loads((tmp_path / row["run_dir"] / "metrics.json").read_text())["before"] for row in front["runs"]]
+    assert all(before == befores[0] for before in befores)
     for row in front["runs"]:
         metrics = json.loads((tmp_path / row["run_dir"] / "metrics.json").read_text())
         assert yaml.safe_load((tmp_path / row["run_dir"] / "config.yaml").read_text())["seed"] == row["seed"]

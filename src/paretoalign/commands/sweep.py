@@ -6,6 +6,9 @@ explicitly) the preference trainer runs with that weighting and those weights in
 ``<output_dir>/<weighting>/w_<w_1>_..._<w_K>/``, or with ``--seeds s_1,...,s_S`` once per seed (the config's ``seed``
 set to ``s``) into ``.../w_<w_1>_..._<w_K>/seed_<s>/``. A run whose ``metrics.json`` exists is finished and is not
 trained again (nor evaluated again when its ``eval.json`` exists), so a sweep that stops can simply be started again.
+The runs share the base model and the pairs, so the reference policy's log-probabilities are computed by the first
+run and read by the others (``reference_cache_dir``, by default ``<output_dir>/reference-logps``;
+:func:`paretoalign.scoring.cached_dataset_logps`).
 
 The front's axes (``--metric``)
 -------------------------------
@@ -451,11 +454,13 @@ def run_sweep(
     train = train or train_one_run
     output_dir = Path(config.output_dir)
     runs = plan_sweep(output_dir, weightings, weight_vectors, seeds)
+    # The runs share the base model and the pairs: the reference log-probabilities are computed once, then read.
+    reference_cache = config.reference_cache_dir or str(output_dir / "reference-logps")
     rows, samples = [], []
     for run in runs:
         seed = config.seed if run.seed is None else run.seed
         run_config = dataclasses.replace(config, weighting=run.weighting, weights=run.weights, objectives=objectives,
-                                         output_dir=str(run.run_dir), seed=seed)
+                                         output_dir=str(run.run_dir), seed=seed, reference_cache_dir=reference_cache)
         if not run.finished:
             train(run_config)
         if front_metric.rewards and not run.evaluated:

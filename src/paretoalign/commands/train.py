@@ -28,7 +28,7 @@ from transformers import set_seed
 from paretoalign.config import config_to_dict, parse_config
 from paretoalign.io import write_json_atomic, write_yaml_atomic
 from paretoalign.models import place_on, save_policy
-from paretoalign.scoring import dataset_logps, preference_outcomes, preference_report
+from paretoalign.scoring import cached_dataset_logps, dataset_logps, preference_outcomes, preference_report
 from paretoalign.trainers.preference import (
     ParetoPreferenceConfig,
     ParetoPreferenceTrainer,
@@ -63,16 +63,20 @@ def train(config: ParetoPreferenceConfig) -> dict[str, Any]:
     batch_size = config.per_device_eval_batch_size
     metrics: dict[str, Any] = {"objectives": names, "weights": weights}
 
+    # What the reference log-probabilities depend on besides the pairs' tokens (the initial policy: a fresh LoRA
+    # adapter changes nothing until it trains).
+    reference_key = {"model": str(config.model_name_or_path), "revision": config.model_revision,
+                     "torch_dtype": config.torch_dtype, "quantized": config.load_in_4bit or config.load_in_8bit}
     eval_reference = None
     if eval_set is not None:
         eval_labels = torch.tensor(eval_set["labels"])
-        eval_reference = dataset_logps(model, eval_set, tokenizer.pad_token_id, batch_size, average,
-                                       "held-out pairs (reference)")
+        eval_reference = cached_dataset_logps(model, eval_set, tokenizer.pad_token_id, config.reference_cache_dir,
+                                              reference_key, batch_size, average, "held-out pairs (reference)")
         metrics["before"] = preference_report(eval_reference, eval_reference, eval_labels, names, config.beta,
                                               config.loss_type)
     if config.precompute_ref_logps:
-        train_reference = dataset_logps(model, train_set, tokenizer.pad_token_id, batch_size, average,
-                                        "training pairs (reference)")
+        train_reference = cached_dataset_logps(model, train_set, tokenizer.pad_token_id, config.reference_cache_dir,
+                                               reference_key, batch_size, average, "training pairs (reference)")
         train_set = train_set.add_column("reference_logps_a", train_reference[:, 0].tolist())
         train_set = train_set.add_column("reference_logps_b", train_reference[:, 1].tolist())
 

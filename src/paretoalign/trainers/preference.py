@@ -238,6 +238,15 @@ class ParetoPreferenceConfig(ModelArguments, LoraArguments, TrainingArguments):
     precompute_ref_logps: bool = field(
         default=False, metadata=field_help("Compute reference log-probabilities once per dataset before training.")
     )
+    reference_cache_dir: str | None = field(
+        default=None,
+        metadata=field_help(
+            "Keep the reference policy's log-probabilities of the held-out pairs (and, with precompute_ref_logps, of "
+            "the training pairs) in this folder, keyed by the model and the pairs' tokens, so runs that share them "
+            "compute them once; a sweep uses <output_dir>/reference-logps.",
+            path="path",
+        ),
+    )
     output_dir: str | None = field(
         default="runs/train", metadata=field_help("Where the model, config.yaml, metrics.json, logs and checkpoints go.")
     )
