@@ -388,3 +388,11 @@ def test_amopo_weighting_uses_the_scores_it_was_given_and_ignores_the_gram():
     assert static(gram).tolist() == [0.7, 0.3]  # the RACO authors' static AMoPO baseline
     with pytest.raises(ValueError, match="one score per objective"):
         weighting.set_scores(torch.zeros(3))
+
+
+def test_mgda_with_a_zero_weight_is_mgda_on_the_other_objectives():
+    gram = torch.tensor([[1.0, -0.3, 0.2], [-0.3, 2.0, 0.1], [0.2, 0.1, 0.5]], dtype=torch.float64)
+    alpha = get_weighting("mgda", [0.5, 0.5, 0.0])(gram)
+    two = get_weighting("mgda", [0.5, 0.5])(gram[:2, :2])
+    assert alpha[2] == 0 and torch.allclose(alpha[:2], two, atol=1e-12)
+    assert not torch.allclose(alpha[:2], torch.tensor([0.5, 0.5], dtype=torch.float64))  # not the weighted sum

@@ -281,7 +281,9 @@ class UserWeightedMGDA(_ScaledGradientWeighting):
     ``alpha = w * a / <w, a>`` (a convex combination of the gradients, like every other weighting's scale).
 
     Désidéri 2012, "Multiple-gradient descent algorithm"; Sener & Koltun 2018. Uniform ``w`` gives torchjd's
-    ``MGDAWeighting`` (Frank-Wolfe) exactly. A zero ``w_k`` removes objective k.
+    ``MGDAWeighting`` (Frank-Wolfe) exactly. A zero ``w_k`` removes objective k: the min-norm point is taken over the
+    objectives with ``w_k > 0`` only (a zero weighted gradient in the hull would make it the zero vector), and
+    ``alpha_k = 0`` for the others.
     """
 
     def __init__(self, weights: Sequence[float] | Tensor, epsilon: float = 1e-3, max_iters: int = 100) -> None:
@@ -289,8 +291,12 @@ class UserWeightedMGDA(_ScaledGradientWeighting):
         self.inner = MGDAWeighting(epsilon=epsilon, max_iters=max_iters)
 
     def forward(self, gram: Tensor, /) -> Tensor:
-        w, a = self._coefficients_on_weighted_gradients(gram)
-        combined = w * a
+        w = self._weights_like(gram)
+        kept = (w > 0).nonzero().flatten()
+        w_kept = w[kept]
+        a = self.inner(w_kept[:, None] * gram[kept][:, kept] * w_kept[None, :])
+        combined = torch.zeros_like(w)
+        combined[kept] = w_kept * a
         total = combined.sum()
         return combined / total if total > 0 else w.clone()
 
