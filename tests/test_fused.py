@@ -11,7 +11,12 @@ from peft import LoraConfig, get_peft_model
 import paretoalign.config
 from paretoalign.commands.train import train
 from paretoalign.engine import ObjectiveGradients
-from paretoalign.fused import FusedObjectiveGradients, row_rank_factors
+from paretoalign.fused import (
+    FusedObjectiveGradients,
+    _add_linear_weight_gradients,
+    _Workspace,
+    row_rank_factors,
+)
 from paretoalign.losses import preference_losses
 from paretoalign.models import load_trained, sequence_logps
 from paretoalign.weighting import get_weighting
@@ -481,3 +486,62 @@ def test_accumulate_with_per_token_values_equals_autograd_per_objective(num_obje
             torch.testing.assert_close(buffer, 1.0 + 0.5 * gradient, rtol=1e-5, atol=1e-6)
     # One pass per rank of the rows' T x K coefficients (the fallback temperature's K passes stop above the sum).
     assert model.backward_passes == (min(tokens, num_objectives) if kind == "generic" else 1)
+
+
+@pytest.mark.parametrize(
+    "block_elements", [1, 60, 90, 1 << 24], ids=["one-feature", "60-elements", "90-elements", "whole-layer"]
+)
+@pytest.mark.parametrize(
+    ("repeats", "tokens", "num_objectives"),
+    [(2, 3, 4), (1, 3, 2), (3, 1, 3), (2, 3, 1)],
+    ids=["pairs", "one-row-per-group", "one-token-rows", "one-objective"],
+)
+@pytest.mark.parametrize(("in_features", "out_features"), [(6, 7), (9, 4)], ids=["wide", "narrow"])
+def test_linear_weight_gradients_equal_the_row_weighted_sum_of_products(
+    block_elements, repeats, tokens, num_objectives, in_features, out_features
+):
+    """Both schemes (per-group products, rows weighted first) and every block of output features give
+    ``targets[k] += sum_b C[b mod N, k] sum_t dy_bt x_bt^T``, with the workspace reused across calls."""
+    generator = torch.Generator().manual_seed(5)
+    groups = 5
+    workspace = _Workspace()
+    expected = [
+        torch.randn(out_features, in_features, generator=generator, dtype=torch.float64) for _ in range(num_objectives)
+    ]
+    targets = [start.float() for start in expected]
+    for _ in range(2):
+        x = torch.randn(repeats * groups, tokens, in_features, generator=generator)
+        dy = torch.randn(repeats * groups, tokens, out_features, generator=generator)
+        coefficients = torch.randn(groups, num_objectives, generator=generator)
+        _add_linear_weight_gradients(targets, x, dy, coefficients, workspace, block_elements)
+        row_coefficients = coefficients.double().repeat(repeats, 1)
+        for k, target in enumerate(expected):
+            target += torch.einsum("b,bto,bti->oi", row_coefficients[:, k], dy.double(), x.double())
+    for target, reference in zip(targets, expected, strict=True):
+        torch.testing.assert_close(target.double(), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_weight_gradients_accept_strided_inputs_and_targets():
+    """Non-contiguous x, dy (a transposed view) and targets (columns of a wider buffer) give the same sums."""
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 6, 4, generator=generator).transpose(1, 2)
+    dy = torch.randn(3, 5, 4, generator=generator).transpose(1, 2)
+    coefficients = torch.randn(3, 2, generator=generator)
+    wide = torch.zeros(2, 5, 12)
+    targets = [wide[0, :, ::2], wide[1, :, ::2]]
+    _add_linear_weight_gradients(targets, x, dy, coefficients, _Workspace(), block_elements=3 * 6 * 2)
+    for k, target in enumerate(targets):
+        expected = torch.einsum("b,bto,bti->oi", coefficients[:, k], dy, x)
+        torch.testing.assert_close(target, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(wide[:, :, 1::2], torch.zeros(2, 5, 6))
+
+
+def test_workspace_hands_out_the_same_memory_until_it_needs_more():
+    workspace, like = _Workspace(), torch.zeros(1)
+    first = workspace.take("products", (2, 3), like)
+    assert workspace.take("products", (3, 2), like).data_ptr() == first.data_ptr()
+    assert workspace.take("combined", (2, 3), like).data_ptr() != first.data_ptr()
+    larger = workspace.take("products", (4, 4), like)
+    assert larger.shape == (4, 4) and larger.is_contiguous()
+    assert workspace.take("products", (2, 3), like).data_ptr() == larger.data_ptr()
+    assert workspace.take("products", (2, 3), torch.zeros(1, dtype=torch.float64)).dtype == torch.float64

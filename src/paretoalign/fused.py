@@ -16,9 +16,10 @@ gradients ``dy_b = dv_{p(b)}/dy_b``, and each objective's gradient of the layer'
 
       dL_k/dW = sum_b C_{p(b)k} sum_t dy_bt x_bt^T,        dL_k/dc = sum_b C_{p(b)k} sum_t dy_bt,
 
-  formed from the per-row products ``P_b = sum_t dy_bt x_bt^T`` (one weight-gradient's worth of multiply-adds,
-  as a single backward would spend) and then ``sum_b C_{p(b)k} P_b``; with K = 1 (or one token per row) the
-  weighted output gradients go straight into one product per objective instead;
+  formed from the per-pair products ``P_i = sum_{b: p(b) = i} sum_t dy_bt x_bt^T`` (one weight-gradient's worth
+  of multiply-adds, as a single backward would spend) and then one small matrix product ``sum_i C_ik P_i`` for
+  the K objectives together; with K = 1 (or one token per row) the rows are weighted first and go straight into
+  one product per objective instead;
 * any other leaf module ``y = f(x; w)`` (embedding, RMSNorm, LayerNorm, ...): ``dL_k/dw`` is the vector-Jacobian
   product of ``f`` at the saved input with cotangent ``(C_{p(b)k} dy_b)_b``, by re-running ``f`` (only ``f``: a
   gather or an elementwise map for those modules) and K backward passes through that small local graph.
@@ -56,13 +57,15 @@ each tap's backward receives ``dy``, forms the K weight gradients and releases t
 
 Memory: the K per-objective gradient buffers of the engine (K x the trainable parameters, as in ``exact`` mode);
 no extra activations (a tap keeps the layer input that the layer's own backward saves anyway, and frees it as the
-backward passes); per layer, a transient block of per-row products of at most ``ROW_PRODUCT_ELEMENTS`` elements
-(at least one row: ``out x in``). Outputs of covered modules become views made by a custom function, so they must
-not be modified in place (PyTorch raises if they are). Gradient checkpointing is not supported.
+backward passes); per backward pass, a workspace that every layer reuses for a block of per-pair products of at
+most ``ROW_PRODUCT_ELEMENTS`` elements (at least one output feature of every pair: ``N x in``) and their K
+combinations. Outputs of covered modules become views made by a custom function, so they must not be modified in
+place (PyTorch raises if they are). Gradient checkpointing is not supported.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -133,18 +136,23 @@ class _BackwardPass:
         self.coefficients = coefficients
         self.buffers = buffers
         self.index_of = index_of
+        self.workspace = _Workspace()
         self._rows: dict[int, Tensor] = {}
+
+    def check_rows(self, rows: int) -> None:
+        """Raise unless a forward pass of `rows` rows maps onto the N pairs (row b to pair ``b mod N``)."""
+        num_pairs = self.coefficients.shape[0]
+        if rows % num_pairs:
+            raise ValueError(
+                f"a forward pass had {rows} rows, not a multiple of the {num_pairs} pairs; the fused engine maps "
+                "batch row b to pair b mod N."
+            )
 
     def row_coefficients(self, rows: int) -> Tensor:
         """``[B, K]``: row b's coefficients ``C_{p(b)k}``."""
         if rows not in self._rows:
-            num_pairs = self.coefficients.shape[0]
-            if rows % num_pairs:
-                raise ValueError(
-                    f"a forward pass had {rows} rows, not a multiple of the {num_pairs} pairs; the fused engine maps "
-                    "batch row b to pair b mod N."
-                )
-            self._rows[rows] = self.coefficients[torch.arange(rows, device=self.coefficients.device) % num_pairs]
+            self.check_rows(rows)
+            self._rows[rows] = self.coefficients.repeat(rows // self.coefficients.shape[0], 1)
         return self._rows[rows]
 
     def targets(self, param: Tensor) -> list[Tensor]:
@@ -162,15 +170,16 @@ class _BackwardPass:
 
     def _add_linear_gradients(self, module: nn.Linear, inputs: Tensor, output_grad: Tensor) -> None:
         rows, dtype = inputs.shape[0], module.weight.dtype
-        coefficients = self.row_coefficients(rows).to(dtype)
+        self.check_rows(rows)
+        coefficients = self.coefficients.to(dtype)
         x = inputs.reshape(rows, -1, inputs.shape[-1]).to(dtype)
         dy = output_grad.reshape(rows, -1, output_grad.shape[-1]).to(dtype)
         if module.weight.requires_grad:
-            _add_linear_weight_gradients(self.targets(module.weight), x, dy, coefficients)
+            _add_linear_weight_gradients(self.targets(module.weight), x, dy, coefficients, self.workspace)
         if module.bias is not None and module.bias.requires_grad:
-            row_sums = dy.sum(dim=1).T
+            group_sums = dy.sum(dim=1).unflatten(0, (-1, len(coefficients))).sum(dim=0)
             for k, target in enumerate(self.targets(module.bias)):
-                target.addmv_(row_sums, coefficients[:, k])
+                target.addmv_(group_sums.T, coefficients[:, k])
 
     def _add_recomputed_gradients(
         self, module: nn.Module, params: list[Tensor], args: tuple, kwargs: dict[str, Any], output_grad: Tensor
@@ -235,29 +244,71 @@ def _zero_if_none(gradient: Tensor | None, param: Tensor) -> Tensor:
     return torch.zeros_like(param) if gradient is None else gradient
 
 
-def _add_linear_weight_gradients(targets: list[Tensor], x: Tensor, dy: Tensor, coefficients: Tensor) -> None:
-    r"""``targets[k] += sum_b coefficients[b, k] sum_t dy[b, t]^T x[b, t]`` for x ``[B, T, in]``, dy ``[B, T, out]``.
+class _Workspace:
+    """Scratch tensors of one fused backward pass, reused by every layer it reaches.
 
-    Weighting the rows first costs K products over all tokens (``K T`` per row and weight element); forming the
-    per-row products first costs one product over all tokens plus K sums over rows (``T + K``). The cheaper is
-    used; per-row products are made in blocks of rows of at most ``ROW_PRODUCT_ELEMENTS`` elements, and the sums go
-    straight into the targets (no K-fold temporary).
+    A fresh tensor of millions of elements per layer would be mapped and zero-filled by the operating system every
+    time: on the CPU, forming the products of a layer into fresh memory took a third longer than into memory already
+    in use.
+    """
+
+    def __init__(self) -> None:
+        self._flat: dict[str, Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """An uninitialised tensor of `shape`, with the dtype and device of `like`, in the memory of the earlier
+        tensors taken under `name` (whose contents it overwrites)."""
+        numel = math.prod(shape)
+        flat = self._flat.get(name)
+        if flat is None or flat.numel() < numel or flat.dtype != like.dtype or flat.device != like.device:
+            flat = self._flat[name] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return flat[:numel].view(shape)
+
+
+def _add_linear_weight_gradients(
+    targets: list[Tensor],
+    x: Tensor,
+    dy: Tensor,
+    coefficients: Tensor,
+    workspace: _Workspace,
+    block_elements: int = ROW_PRODUCT_ELEMENTS,
+) -> None:
+    r"""``targets[k] += sum_b C[b mod N, k] sum_t dy[b, t]^T x[b, t]`` for x ``[B, T, in]``, dy ``[B, T, out]`` and
+    the coefficients C ``[N, K]``, B a multiple of N.
+
+    The rows that share coefficients share a product: group i (rows ``b = i mod N``; the two sequences of pair i in
+    the preference trainer) has ``P_i = sum_{b = i mod N} sum_t dy_bt x_bt^T``, one matrix product over the group's
+    tokens, and then ``targets[k] += sum_i C_ik P_i`` is one more product, ``C^T [K, N]`` times the ``P_i`` as rows
+    ``[N, out * in]``. That costs ``T + K`` multiply-adds per row and weight element (``T`` tokens a row), against
+    ``K T`` for weighting the rows first, K products over all tokens, which is used when cheaper (one objective, or
+    one token a row; the smaller of ``x`` and ``dy`` is weighted). The ``P_i`` are formed for a block of output
+    features at a time (at most `block_elements` elements, at least one feature: ``N x in``) in `workspace`.
     """
     rows, tokens, in_features = x.shape
     out_features = dy.shape[-1]
-    num_objectives = coefficients.shape[1]
+    groups, num_objectives = coefficients.shape
     if num_objectives * tokens <= tokens + num_objectives:
-        flat_x = x.reshape(rows * tokens, in_features)
+        row_weights = coefficients.repeat(rows // groups, 1).repeat_interleave(tokens, dim=0)
+        flat_x, flat_dy = x.reshape(rows * tokens, in_features), dy.reshape(rows * tokens, out_features)
         for k, target in enumerate(targets):
-            weighted = (dy * coefficients[:, k, None, None]).reshape(rows * tokens, out_features)
-            target.addmm_(weighted.T, flat_x)
+            if in_features <= out_features:
+                target.addmm_(flat_dy.T, flat_x * row_weights[:, k, None])
+            else:
+                target.addmm_((flat_dy * row_weights[:, k, None]).T, flat_x)
         return
-    block = max(1, ROW_PRODUCT_ELEMENTS // (out_features * in_features))
-    for start in range(0, rows, block):
-        stop = min(rows, start + block)
-        per_row = torch.bmm(dy[start:stop].transpose(1, 2), x[start:stop]).reshape(stop - start, -1)
-        for k, target in enumerate(targets):
-            target.view(-1).addmv_(per_row.T, coefficients[start:stop, k])
+    grouped_x = x.unflatten(0, (-1, groups))
+    grouped_dy = dy.unflatten(0, (-1, groups))
+    block = max(1, min(out_features, block_elements // (groups * in_features)))
+    for start in range(0, out_features, block):
+        stop = min(out_features, start + block)
+        products = workspace.take("products", (groups, stop - start, in_features), like=x)
+        torch.bmm(grouped_dy[0, :, :, start:stop].transpose(1, 2), grouped_x[0], out=products)
+        for repeat in range(1, len(grouped_x)):
+            products.baddbmm_(grouped_dy[repeat, :, :, start:stop].transpose(1, 2), grouped_x[repeat])
+        combined = workspace.take("combined", (num_objectives, (stop - start) * in_features), like=x)
+        torch.mm(coefficients.T, products.view(groups, -1), out=combined)
+        for target, objective in zip(targets, combined):
+            target[start:stop].add_(objective.view(stop - start, in_features))
 
 
 def _is_plain_linear(module: nn.Module) -> bool:

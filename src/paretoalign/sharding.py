@@ -28,6 +28,8 @@ from torch import Tensor
 from torch.distributed.tensor import DTensor
 
 __all__ = [
+    "GRAM_CHUNK_ELEMENTS",
+    "GRAM_CHUNK_ELEMENTS_GPU",
     "add_local_gradients",
     "backward_local_gradients",
     "combine_shards",
@@ -36,6 +38,13 @@ __all__ = [
     "local_shard",
     "sum_over_shard_group",
 ]
+
+
+GRAM_CHUNK_ELEMENTS = 1 << 16
+"""Elements per objective of the float64 chunks the Gram matrix is summed over on the CPU (they stay in cache)."""
+
+GRAM_CHUNK_ELEMENTS_GPU = 1 << 24
+"""The same on a GPU, where fewer, larger products cost fewer kernel launches."""
 
 
 def is_sharded(tensor: Tensor) -> bool:
@@ -63,9 +72,17 @@ def gram_from_shards(shards: Sequence[Sequence[Tensor]], reduce: Callable[[Tenso
         raise ValueError(f"every objective needs {num_shards} gradient shards, got {[len(o) for o in shards]}.")
     device = shards[0][0].device if num_shards else torch.device("cpu")
     gram = torch.zeros(num_objectives, num_objectives, dtype=torch.float64, device=device)
+    # float64 dot products over chunks of a reused buffer: no float64 copy of whole gradients is made.
+    chunk_elements = GRAM_CHUNK_ELEMENTS if device.type == "cpu" else GRAM_CHUNK_ELEMENTS_GPU
+    chunk = torch.empty(num_objectives, chunk_elements, dtype=torch.float64, device=device)
     for index in range(num_shards):
-        stacked = torch.stack([objective[index].flatten() for objective in shards]).double()
-        gram += stacked @ stacked.T
+        flats = [objective[index].reshape(-1) for objective in shards]
+        size = flats[0].numel()
+        for start in range(0, size, chunk_elements):
+            block = chunk[:, : min(size, start + chunk_elements) - start]
+            for row, flat in zip(block, flats):
+                row.copy_(flat[start : start + block.shape[1]])
+            gram.addmm_(block, block.T)
     if reduce is not None:
         reduce(gram)
     return gram.cpu()
@@ -76,10 +93,13 @@ def combine_shards(shards: Sequence[Sequence[Tensor]], alpha: Tensor) -> list[Te
     if alpha.numel() != len(shards):
         raise ValueError(f"alpha has {alpha.numel()} entries for {len(shards)} objectives.")
     coefficients = [float(value) for value in alpha.flatten()]
-    return [
-        sum(coefficient * objective[index] for coefficient, objective in zip(coefficients, shards))
-        for index in range(len(shards[0]))
-    ]
+    combined = []
+    for index in range(len(shards[0])):
+        total = shards[0][index] * coefficients[0]
+        for coefficient, objective in zip(coefficients[1:], shards[1:]):
+            total.add_(objective[index], alpha=coefficient)
+        combined.append(total)
+    return combined
 
 
 def sum_over_shard_group(params: Sequence[Tensor]) -> Callable[[Tensor], None] | None:
