@@ -4,7 +4,10 @@ check preference data files, and padded batches for log-probability tests."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -272,6 +275,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def run_processes(target: list[str], processes: int, port: int, home: Path, timeout: int) -> None:
+    """Run ``python *target`` (a script and its arguments, or ``["-m", module, ...]``) as one process, or as
+    ``processes`` processes through ``torch.distributed.run`` (torchrun + gloo on CPU: the launcher ``accelerate
+    launch --multi_gpu`` uses, and accelerate reads the same RANK / WORLD_SIZE), with one thread each and ``HOME`` set
+    to ``home``; fails, showing the end of its output, unless every process exits 0 within ``timeout`` seconds (a
+    hang fails here)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(home)}
+    launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                                          "--master_port", str(port)]
+    result = subprocess.run([sys.executable, *launcher, *target], env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+
 @pytest.fixture()
 def data_parallel_config(tmp_path, tiny_model_dir):
     """The factory ``(engine) -> YAML path`` of a 3-step full fine-tuning RACO run (K = 2, weights 0.6 / 0.4) on
@@ -357,6 +374,7 @@ def session_fixture(function, name: str | None = None):
 
 make_multi_label_pairs = session_fixture(write_multi_label_pairs, "make_multi_label_pairs")
 free_port_fixture = session_fixture(free_port)
+run_processes_fixture = session_fixture(run_processes)
 write_hub_dataset_fixture = session_fixture(write_hub_dataset)
 write_hub_data_dirs_fixture = session_fixture(write_hub_data_dirs)
 cache_hub_dataset_fixture = session_fixture(cache_hub_dataset)

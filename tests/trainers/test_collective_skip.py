@@ -4,9 +4,6 @@ same update as one process that skips that step."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,18 +14,11 @@ WORKER = Path(__file__).resolve().parent / "poisoned_rank_worker.py"
 POISONED_STEP = 2
 
 
-def run(tmp_path: Path, config_file: Path, output: Path, processes: int, batch_size: int, poisoned_rank: int,
-        port: int):
+def run(run_processes, tmp_path: Path, config_file: Path, output: Path, processes: int, batch_size: int,
+        poisoned_rank: int, port: int):
     arguments = [str(WORKER), str(config_file), str(output), str(poisoned_rank), str(POISONED_STEP),
                  "--per_device_train_batch_size", str(batch_size)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
-    if processes == 1:
-        command = [sys.executable, *arguments]
-    else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                   "--master_port", str(port), *arguments]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)  # a hang fails here
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_processes(arguments, processes, port, tmp_path, 180)  # a hang fails here
     ranks = [json.loads((output / f"rank-{rank}.json").read_text()) for rank in range(processes)]
     assert len({entry["parameters"] for entry in ranks}) == 1  # every process holds the same parameters
     return load_file(output / "model" / "model.safetensors"), [entry["skipped_steps"] for entry in ranks]
@@ -36,15 +26,17 @@ def run(tmp_path: Path, config_file: Path, output: Path, processes: int, batch_s
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch.distributed without gloo")
 @pytest.mark.parametrize("engine", ["exact", "fused"])
-def test_a_poisoned_batch_on_one_rank_skips_the_step_on_both(tmp_path, data_parallel_config, free_port, engine):
+def test_a_poisoned_batch_on_one_rank_skips_the_step_on_both(
+    run_processes, tmp_path, data_parallel_config, free_port, engine
+):
     config_file = data_parallel_config(engine)
-    single, single_skips = run(tmp_path, config_file, tmp_path / "single", processes=1, batch_size=8,
+    single, single_skips = run(run_processes, tmp_path, config_file, tmp_path / "single", processes=1, batch_size=8,
                                poisoned_rank=0, port=free_port())
-    double, double_skips = run(tmp_path, config_file, tmp_path / "double", processes=2, batch_size=4,
+    double, double_skips = run(run_processes, tmp_path, config_file, tmp_path / "double", processes=2, batch_size=4,
                                poisoned_rank=1, port=free_port())
     assert single_skips == [[POISONED_STEP]]
     assert double_skips == [[POISONED_STEP], [POISONED_STEP]]  # rank 0's own batch was finite
-    untouched, _ = run(tmp_path, config_file, tmp_path / "clean", processes=1, batch_size=8, poisoned_rank=-1,
+    untouched, _ = run(run_processes, tmp_path, config_file, tmp_path / "clean", processes=1, batch_size=8, poisoned_rank=-1,
                        port=free_port())
     assert single.keys() == double.keys()
     for name in single:

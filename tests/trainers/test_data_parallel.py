@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -40,28 +37,23 @@ def test_gram_of_the_global_gradient_is_not_the_mean_of_local_grams():
     assert torch.allclose(step.alpha, raco(global_gram))
 
 
-def run_training(tmp_path: Path, config_file: Path, output: Path, processes: int, batch_size: int, port: int):
-    arguments = ["train", "--config", str(config_file), "--output_dir", str(output),
+def run_training(run_processes, tmp_path: Path, config_file: Path, output: Path, processes: int, batch_size: int,
+                 port: int):
+    # On CPU, accelerate's own multi-CPU mode needs MPI, while torchrun + gloo needs nothing more.
+    arguments = ["-m", "paretoalign.cli", "train", "--config", str(config_file), "--output_dir", str(output),
                  "--per_device_train_batch_size", str(batch_size)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
-    if processes == 1:
-        command = [sys.executable, "-m", "paretoalign.cli", *arguments]
-    else:
-        # torchrun is the launcher `accelerate launch --multi_gpu` uses; on CPU, accelerate's own multi-CPU mode
-        # needs MPI, while torchrun + gloo needs nothing more. Accelerate reads the same RANK / WORLD_SIZE variables.
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                   "--master_port", str(port), "-m", "paretoalign.cli", *arguments]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_processes(arguments, processes, port, tmp_path, 600)
     return load_file(output / "model" / "model.safetensors")
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch.distributed without gloo")
 @pytest.mark.parametrize("engine", ["exact", "fused"])
-def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, data_parallel_config, free_port, engine):
+def test_two_processes_equal_one_process_with_the_same_global_batch(
+    run_processes, tmp_path, data_parallel_config, free_port, engine
+):
     config_file = data_parallel_config(engine)
-    single = run_training(tmp_path, config_file, tmp_path / "single", processes=1, batch_size=8, port=free_port())
-    double = run_training(tmp_path, config_file, tmp_path / "double", processes=2, batch_size=4, port=free_port())
+    single = run_training(run_processes, tmp_path, config_file, tmp_path / "single", processes=1, batch_size=8, port=free_port())
+    double = run_training(run_processes, tmp_path, config_file, tmp_path / "double", processes=2, batch_size=4, port=free_port())
     assert single.keys() == double.keys()
     for name in single:
         assert torch.allclose(single[name], double[name], atol=1e-5), name

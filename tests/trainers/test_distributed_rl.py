@@ -25,9 +25,6 @@ Settings under which one process and two are the same computation:
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -78,22 +75,13 @@ def write_config(tmp_path: Path, model_dir: Path, weighting: str, name: str | No
     (tmp_path / f"{name or weighting}.yaml").write_text(yaml.safe_dump(config))
 
 
-def launch(run_dir: Path, processes: int, specs: list[str], port: int) -> None:
+def launch(run_processes, run_dir: Path, processes: int, specs: list[str], port: int) -> None:
     """One launch of the worker with ``processes`` processes for the runs ``specs`` (global batch 16)."""
-    arguments = [str(run_dir), str(GLOBAL_BATCH // processes), *specs]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(run_dir)}
-    if processes == 1:
-        command = [sys.executable, str(WORKER), *arguments]
-    else:
-        # torchrun + gloo on CPU (accelerate reads the same RANK / WORLD_SIZE).
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                   "--master_port", str(port), str(WORKER), *arguments]
-    result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    run_processes([str(WORKER), str(run_dir), str(GLOBAL_BATCH // processes), *specs], processes, port, run_dir, 600)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_model_dir, free_port):
+def runs(tmp_path_factory, tiny_model_dir, free_port, run_processes):
     """``{"<processes>p-<spec>": (final parameters, metrics)}`` for 1 process (batch 16) and 2 processes (batch 8)."""
     if not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed without gloo")
@@ -104,8 +92,8 @@ def runs(tmp_path_factory, tiny_model_dir, free_port):
         # LoRA: TRL's fused LM head reads the (frozen) output head in its own kernel, out of the fused hooks' way.
         write_config(run_dir, tiny_model_dir, "raco", f"raco_lora_{engine}", engine=engine, use_lora=True, lora_r=4,
                      gradient_checkpointing=False)
-    launch(run_dir, 1, ["weighted_sum", "raco", "raco+poison0", "raco_lora_exact", "raco_lora_fused"], free_port())
-    launch(run_dir, 2, ["weighted_sum", "raco", "raco+local_gram", "raco+poison1", "raco_lora_fused"], free_port())
+    launch(run_processes, run_dir, 1, ["weighted_sum", "raco", "raco+poison0", "raco_lora_exact", "raco_lora_fused"], free_port())
+    launch(run_processes, run_dir, 2, ["weighted_sum", "raco", "raco+local_gram", "raco+poison1", "raco_lora_fused"], free_port())
     results = {}
     for output in run_dir.glob("?p-*"):
         metrics = json.loads((output / "metrics.json").read_text())

@@ -4,9 +4,6 @@ batch; the trainers refuse the sharding schemes whose gradients they cannot reac
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,17 +17,10 @@ from paretoalign.trainers.base import refuse_sharded_gradients
 WORKER = Path(__file__).resolve().parent / "fsdp_worker.py"
 
 
-def run(tmp_path: Path, model_dir: Path, output: Path, processes: int, weighting: str, variant: str, port: int):
+def run(run_processes, tmp_path: Path, model_dir: Path, output: Path, processes: int, weighting: str, variant: str,
+        port: int):
     output.mkdir()
-    arguments = [str(WORKER), str(model_dir), str(output), weighting, variant]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
-    if processes == 1:
-        command = [sys.executable, *arguments]
-    else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                   "--master_port", str(port), *arguments]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_processes([str(WORKER), str(model_dir), str(output), weighting, variant], processes, port, tmp_path, 300)
     path = output / "parameters.safetensors"
     with safe_open(str(path), "pt") as handle:
         metadata = handle.metadata()
@@ -40,12 +30,13 @@ def run(tmp_path: Path, model_dir: Path, output: Path, processes: int, weighting
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch.distributed without gloo")
 @pytest.mark.parametrize("variant", ["lora", "full"])
 @pytest.mark.parametrize("weighting", ["raco", "weighted_sum"])
-def test_two_fsdp2_processes_equal_one_process_with_the_whole_batch(tmp_path, tiny_model_dir, free_port, weighting,
-                                                                      variant):
-    single, single_sharded, single_alphas = run(tmp_path, tiny_model_dir, tmp_path / "single", 1, weighting, variant,
-                                                free_port())
-    double, double_sharded, double_alphas = run(tmp_path, tiny_model_dir, tmp_path / "double", 2, weighting, variant,
-                                                free_port())
+def test_two_fsdp2_processes_equal_one_process_with_the_whole_batch(
+    run_processes, tmp_path, tiny_model_dir, free_port, weighting, variant
+):
+    single, single_sharded, single_alphas = run(run_processes, tmp_path, tiny_model_dir, tmp_path / "single", 1,
+                                                weighting, variant, free_port())
+    double, double_sharded, double_alphas = run(run_processes, tmp_path, tiny_model_dir, tmp_path / "double", 2,
+                                                weighting, variant, free_port())
     assert (single_sharded, double_sharded) == (False, True)
     assert torch.allclose(torch.tensor(single_alphas), torch.tensor(double_alphas), atol=1e-6)
     if weighting == "weighted_sum":
