@@ -291,17 +291,18 @@ def run_processes(target: list[str], processes: int, port: int, home: Path, time
 
 @pytest.fixture()
 def data_parallel_config(tmp_path, tiny_model_dir):
-    """The factory ``(engine) -> YAML path`` of a 3-step full fine-tuning RACO run (K = 2, weights 0.6 / 0.4) on
-    :func:`write_multi_label_pairs` data, the run the multi-process tests launch with 1 and 2 processes."""
+    """The factory ``(engine, name="run", **overrides) -> YAML path`` of a 3-step full fine-tuning RACO run (K = 2,
+    weights 0.6 / 0.4) on :func:`write_multi_label_pairs` data, the run the multi-process tests launch with 1 and 2
+    processes; ``overrides`` replace or add config fields, and the file is ``tmp_path / f"{name}.yaml"``."""
 
-    def write(engine: str) -> Path:
+    def write(engine: str, name: str = "run", **overrides) -> Path:
         write_multi_label_pairs(tmp_path / "pairs.jsonl")
-        config_file = tmp_path / "run.yaml"
+        config_file = tmp_path / f"{name}.yaml"
         config_file.write_text(yaml.safe_dump({
             "model_name_or_path": str(tiny_model_dir), "train_data": "pairs.jsonl", "weights": [0.6, 0.4],
             "weighting": "raco", "engine": engine, "use_lora": False, "max_length": 64, "max_steps": 3,
             "learning_rate": 1e-2, "save_strategy": "no", "report_to": "none", "use_cpu": True, "seed": 0,
-            "disable_tqdm": True, "dataloader_drop_last": True,
+            "disable_tqdm": True, "dataloader_drop_last": True, **overrides,
         }))
         return config_file
 

@@ -95,9 +95,16 @@ def main() -> int:
         metadata = {"sharded": sharded, "alphas": json.dumps(alphas)}
         save_file(parameters, str(Path(output) / "parameters.safetensors"), metadata=metadata)
     if world_size > 1:
+        dist.barrier()  # no process tears the group down while another still writes or communicates
         dist.destroy_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave without interpreter finalisation: gloo's worker threads can still hold FSDP2's finished collective work
+    # (tensors with Python references) then, and destroying it while the interpreter is torn down aborts the process
+    # now and then ("terminate called without an active exception") after everything above has succeeded.
+    os._exit(status)
