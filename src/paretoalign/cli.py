@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--seeds", help="comma-separated training seeds: every run once per seed into "
                                               "<run>/seed_<s>/ (default: one run with the config's seed)")
     sweep_parser.add_argument("--dry-run", action="store_true", help="print the plan and what is already done")
+    sweep_parser.add_argument("--finished-only", action="store_true",
+                              help="train nothing: the front of the runs finished so far (a sweep run in pieces)")
     data_parser = commands.add_parser("data", help="look at preference data before training on it")
     data_actions = data_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     inspect_parser = data_actions.add_parser(
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval":
             return evaluate.main(args.model, args.config, args.output, rest, console)
         return sweep.main(args.config, args.weights, args.weightings, args.metric, args.seeds, args.dry_run, rest,
-                          console)
+                          console, finished_only=args.finished_only)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
         console.print(f"[bold red]error:[/bold red] {escape(str(error))}", soft_wrap=True)
         return 2

@@ -127,6 +127,19 @@ def test_sweep_writes_the_front_and_resumes_without_training_again(tmp_path, lor
     assert main(arguments) == 0
     assert {path: path.stat().st_mtime_ns for path in out.rglob("metrics.json")} == stamps
 
+    # --finished-only trains nothing: the three mgda runs are left out of the front and listed as unfinished
+    with_mgda = ["sweep", "--config", str(lora_run_config), "--weights", "grid:2", "--weightings",
+                 "raco,weighted_sum,mgda", "--finished-only"]
+    capsys.readouterr()
+    assert main(with_mgda) == 0
+    assert not (out / "mgda").exists()
+    partial = json.loads((out / "front.json").read_text())
+    assert partial["runs"] == front["runs"] and partial["weightings"] == front["weightings"]
+    assert [(tmp_path / path).relative_to(out).parts[0] for path in partial["unfinished"]] == ["mgda"] * 3
+    assert "3 unfinished runs left out" in " ".join(capsys.readouterr().out.split())
+    assert main(with_mgda[:6] + ["mgda", "--finished-only"]) == 2
+    assert "none of the 3 runs of the sweep" in " ".join(capsys.readouterr().out.split())
+
 
 def test_sweep_over_seeds_has_intervals_and_resumes(tmp_path, lora_run_config, capsys):
     arguments = ["sweep", "--config", str(lora_run_config), "--weights", "0.8,0.2;0.2,0.8", "--weightings", "raco",

@@ -5,7 +5,8 @@ For each weighting and each weight vector ``w`` of a simplex grid (``simplex_gri
 explicitly) the preference trainer runs with that weighting and those weights into
 ``<output_dir>/<weighting>/w_<w_1>_..._<w_K>/``, or with ``--seeds s_1,...,s_S`` once per seed (the config's ``seed``
 set to ``s``) into ``.../w_<w_1>_..._<w_K>/seed_<s>/``. A run whose ``metrics.json`` exists is finished and is not
-trained again (nor evaluated again when its ``eval.json`` exists), so a sweep that stops can simply be started again.
+trained again (nor evaluated again when its ``eval.json`` exists), so a sweep that stops can simply be started again;
+``--finished-only`` trains nothing and draws the front of the runs finished so far (a sweep run in pieces).
 The runs share the base model and the pairs, so the reference policy's log-probabilities are computed by the first
 run and read by the others (``reference_cache_dir``, by default ``<output_dir>/reference-logps``;
 :func:`paretoalign.scoring.cached_dataset_logps`).
@@ -441,11 +442,13 @@ def run_sweep(
     metric: str = "accuracy",
     seeds: list[int] | None = None,
     train=None,
+    finished_only: bool = False,
 ) -> dict[str, Any]:
     """Train (and, for judge scores, evaluate) every unfinished run of the sweep, then write front.json / front.csv /
     front.png; returns front.json.
 
-    ``train`` runs one config (default :func:`paretoalign.commands.train.train`).
+    ``train`` runs one config (default :func:`paretoalign.commands.train.train`). ``finished_only``: train nothing and
+    leave the unfinished runs out of the front (``front.json`` lists them under ``unfinished``).
     """
     front_metric = parse_metric(metric)
     if config.eval_data is None:
@@ -454,6 +457,12 @@ def run_sweep(
     train = train or train_one_run
     output_dir = Path(config.output_dir)
     runs = plan_sweep(output_dir, weightings, weight_vectors, seeds)
+    unfinished = [run for run in runs if not run.finished]
+    if finished_only:
+        runs = [run for run in runs if run.finished]
+        if not runs:
+            raise ValueError(f"--finished-only: none of the {len(unfinished)} runs of the sweep in {output_dir} has "
+                             "finished (no metrics.json yet).")
     # The runs share the base model and the pairs: the reference log-probabilities are computed once, then read.
     reference_cache = config.reference_cache_dir or str(output_dir / "reference-logps")
     rows, samples = [], []
@@ -485,7 +494,8 @@ def run_sweep(
                               reference=reference)
     front = {"objectives": objectives, "metric": metric, "axes": axes, "seeds": seeds, "reference_point": reference,
              "interval_level": INTERVAL_LEVEL, "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "runs": rows,
-             "weightings": summary}
+             "weightings": summary,
+             "unfinished": [str(run.run_dir) for run in unfinished] if finished_only else []}
     write_json_atomic(output_dir / "front.json", front)
     _write_csv(output_dir / "front.csv", rows, objectives, front_metric)
     plot_front(output_dir / "front.png", summary, axes, metric, reference)
@@ -503,7 +513,7 @@ def _number(value: float | None, digits: int) -> str:
 
 
 def main(config_file: str, weights: str, weightings: str, metric: str, seeds: str | None, dry_run: bool,
-         overrides: list[str], console: Console) -> int:
+         overrides: list[str], console: Console, finished_only: bool = False) -> int:
     config = parse_config(ParetoPreferenceConfig, config_file, overrides)
     front_metric = parse_metric(metric)
     _check_rewards(front_metric, config, metric)
@@ -524,7 +534,7 @@ def main(config_file: str, weights: str, weightings: str, metric: str, seeds: st
                           _status(run, front_metric))
         console.print(table)
         return 0
-    front = run_sweep(config, objectives, names, vectors, metric=metric, seeds=seed_list)
+    front = run_sweep(config, objectives, names, vectors, metric=metric, seeds=seed_list, finished_only=finished_only)
     axes_text = ", ".join(f"{axis} {value:.4g}" for axis, value in zip(front["axes"], front["reference_point"]))
     table = Table(title=f"front of {metric} (reference point: {axes_text}; 95% bootstrap intervals)")
     for column in ("weighting", "runs", "non-dominated", "hypervolume", "95% interval", "worst-objective gain",
@@ -539,5 +549,7 @@ def main(config_file: str, weights: str, weightings: str, metric: str, seeds: st
                       "-" if best is None else " / ".join(f"{w:.2f}" for w in best),
                       _number(entry["preference_angle"], 1))
     console.print(table)
+    if front["unfinished"]:
+        console.print(f"{len(front['unfinished'])} unfinished runs left out (--finished-only).")
     console.print(f"[bold]front written to[/bold] {Path(config.output_dir).resolve()}/front.{{json,csv,png}}")
     return 0
