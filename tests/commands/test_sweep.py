@@ -97,6 +97,33 @@ def test_front_summary_over_seeds_worst_gain_and_preference_angle():
         assert all(lo <= value <= hi for value, lo, hi in zip(point, low, high))
 
 
+def test_front_summary_compares_every_weighting_with_the_first_on_the_same_draws():
+    # 40 pairs per objective, seeds 0 and 1. weighted_sum wins the first 24 pairs of each objective; raco those and
+    # 4 more (outcomes are never worse pair by pair). Paired: raco's hypervolume minus weighted_sum's is positive in
+    # every resample (raco dominates pair by pair), so the whole interval lies above 0.
+    def row(weighting, seed, won):
+        return {"weighting": weighting, "weights": [0.5, 0.5], "seed": seed, "accuracy/a": won / 40,
+                "accuracy/b": won / 40}
+
+    rows = [row("weighted_sum", 0, 24), row("weighted_sum", 1, 24), row("raco", 0, 28), row("raco", 1, 28)]
+    samples = [{name: [1.0] * round(40 * r["accuracy/a"]) + [0.0] * (40 - round(40 * r["accuracy/a"]))
+                for name in ("a", "b")} for r in rows]
+    summary = summarise_front(rows, ["a", "b"], "accuracy", samples=samples)
+    assert summary["weighted_sum"]["hypervolume_difference"] is None  # the baseline
+    difference = summary["raco"]["hypervolume_difference"]
+    assert difference["baseline"] == "weighted_sum"
+    assert difference["value"] == pytest.approx(0.2 ** 2 - 0.1 ** 2)
+    assert 0 < difference["low"] <= difference["value"] <= difference["high"]
+    # separately, the two hypervolumes' intervals overlap
+    assert summary["raco"]["hypervolume_low"] < summary["weighted_sum"]["hypervolume_high"]
+    # a weighting whose runs have different seeds (a sweep stopped half-way) gets no intervals and no difference
+    partial = summarise_front(rows[:3], ["a", "b"], "accuracy", samples=samples[:3])
+    assert partial["raco"]["hypervolume_difference"] is None and partial["raco"]["hypervolume_low"] is not None
+    uneven = rows + [{**row("raco", 0, 28), "weights": [1.0, 0.0]}]
+    summary = summarise_front(uneven, ["a", "b"], "accuracy", samples=samples + samples[2:3])
+    assert summary["raco"]["hypervolume_low"] is None and summary["raco"]["hypervolume_difference"] is None
+
+
 def test_sweep_writes_the_front_and_resumes_without_training_again(tmp_path, lora_run_config, capsys):
     arguments = ["sweep", "--config", str(lora_run_config), "--weights", "grid:2", "--weightings", "raco,weighted_sum"]
     assert main(arguments) == 0

@@ -33,6 +33,11 @@ run's point):
   ``hypervolume_high``: its 95% percentile-bootstrap interval (1000 resamples, seed 0), each resample drawing the
   seeds and the evaluation units (pairs or prompts) with replacement, the same draw for every run
   (:func:`paretoalign.pareto.bootstrap_hypervolume`);
+* ``hypervolume_difference`` (every weighting but the first, the baseline): ``HV - HV_baseline`` with its 95%
+  paired-bootstrap interval: each resample draws the seeds and the units once for the runs of both weightings
+  (:func:`paretoalign.pareto.bootstrap_hypervolume_difference`), so what they share (which pairs are hard, which seed
+  was lucky) cancels; an interval that excludes 0 is a measured difference. Intervals need every run of a weighting
+  (and, for the difference, of the baseline) to have the same seeds; otherwise they are None (a partial sweep);
 * ``worst_objective_gain``: ``max_w min_k g_{w,k}`` with the gain ``g_w = pbar_w - r`` (``r - pbar_w`` for loss):
   how much the best run of the weighting improves its worst objective; ``worst_objective_gain_weights`` names that
   run's w;
@@ -75,6 +80,7 @@ from paretoalign.data.preferences import load_preferences
 from paretoalign.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from paretoalign.pareto import (
     bootstrap_hypervolume,
+    bootstrap_hypervolume_difference,
     bootstrap_mean_interval,
     bootstrap_point_intervals,
     hypervolume,
@@ -102,6 +108,7 @@ REWARD_PREFIX = "reward:"
 BOOTSTRAP_RESAMPLES = 1000
 INTERVAL_LEVEL = 0.95
 BOOTSTRAP_SEED = 0
+BOOTSTRAP_OPTIONS = {"resamples": BOOTSTRAP_RESAMPLES, "level": INTERVAL_LEVEL, "seed": BOOTSTRAP_SEED}
 
 
 @dataclass(frozen=True)
@@ -262,6 +269,7 @@ def summarise_front(
     if reference is None:
         reference = [METRICS[front_metric.name][0]] * len(axes)
     summary = {}
+    resampled: dict[str, tuple[list, tuple[int, ...]]] = {}  # weighting -> (its runs' units, their seeds)
     for weighting in dict.fromkeys(row["weighting"] for row in rows):
         groups: dict[tuple[float, ...], list[int]] = {}
         for index, row in enumerate(rows):
@@ -286,13 +294,25 @@ def summarise_front(
             "worst_objective_gain_weights": None if best is None else weights[best],
             "preference_angle": _mean_preference_angle(gains, weights),
         }
-        if samples is not None:
+        entry["hypervolume_difference"] = None
+        seed_lists = {tuple(rows[i].get("seed") for i in members) for members in groups.values()}
+        # the bootstrap draws seeds for all of a weighting's runs at once: only when every run has the same seeds
+        if samples is not None and len(seed_lists) == 1:
             units = [[[samples[i][axis] for axis in axes] for i in members] for members in groups.values()]
-            options = {"resamples": BOOTSTRAP_RESAMPLES, "level": INTERVAL_LEVEL, "seed": BOOTSTRAP_SEED}
-            _, entry["hypervolume_low"], entry["hypervolume_high"] = bootstrap_hypervolume(units, reference, **options)
-            _, low, high = bootstrap_point_intervals(units, **options)
+            _, entry["hypervolume_low"], entry["hypervolume_high"] = bootstrap_hypervolume(units, reference,
+                                                                                           **BOOTSTRAP_OPTIONS)
+            _, low, high = bootstrap_point_intervals(units, **BOOTSTRAP_OPTIONS)
             entry["point_low"], entry["point_high"] = low.tolist(), high.tolist()
+            resampled[weighting] = (units, seed_lists.pop())
         summary[weighting] = entry
+    # Each weighting against the first (the baseline) on the same pairs and seeds: a paired bootstrap.
+    baseline = next(iter(summary), None)
+    for weighting, (units, seeds) in resampled.items():
+        if weighting != baseline and baseline in resampled and seeds == resampled[baseline][1]:
+            value, low, high = bootstrap_hypervolume_difference(units, resampled[baseline][0], reference,
+                                                                **BOOTSTRAP_OPTIONS)
+            summary[weighting]["hypervolume_difference"] = {"baseline": baseline, "value": value, "low": low,
+                                                            "high": high}
     return summary
 
 
@@ -537,15 +557,19 @@ def main(config_file: str, weights: str, weightings: str, metric: str, seeds: st
     front = run_sweep(config, objectives, names, vectors, metric=metric, seeds=seed_list, finished_only=finished_only)
     axes_text = ", ".join(f"{axis} {value:.4g}" for axis, value in zip(front["axes"], front["reference_point"]))
     table = Table(title=f"front of {metric} (reference point: {axes_text}; 95% bootstrap intervals)")
-    for column in ("weighting", "runs", "non-dominated", "hypervolume", "95% interval", "worst-objective gain",
-                   "at weights", "preference angle"):
+    baseline = next(iter(front["weightings"]), "")
+    for column in ("weighting", "runs", "non-dominated", "hypervolume", "95% interval", f"minus {baseline} (paired)",
+                   "worst-objective gain", "at weights", "preference angle"):
         table.add_column(column, justify="left" if column == "weighting" else "right")
     for name, entry in front["weightings"].items():
         interval = ("-" if entry["hypervolume_low"] is None
                     else f"[{entry['hypervolume_low']:.5f}, {entry['hypervolume_high']:.5f}]")
         best = entry["worst_objective_gain_weights"]
+        difference = entry["hypervolume_difference"]
+        paired = ("-" if difference is None
+                  else f"{difference['value']:+.5f} [{difference['low']:+.5f}, {difference['high']:+.5f}]")
         table.add_row(name, str(sum(len(seeds) for seeds in entry["seed_points"])), str(sum(entry["non_dominated"])),
-                      f"{entry['hypervolume']:.5f}", interval, _number(entry["worst_objective_gain"], 4),
+                      f"{entry['hypervolume']:.5f}", interval, paired, _number(entry["worst_objective_gain"], 4),
                       "-" if best is None else " / ".join(f"{w:.2f}" for w in best),
                       _number(entry["preference_angle"], 1))
     console.print(table)
