@@ -133,12 +133,16 @@ class ObjectiveTrainerMixin:
         staging_root = Path(run_dir) / f".staging-{name}"
         if self.args.should_save and staging_root.exists():
             shutil.rmtree(staging_root)
+        self._wait_for_every_process()  # no process writes into the staging folder before it is emptied
         output_dir, limit = self.args.output_dir, self.args.save_total_limit
         self.args.output_dir, self.args.save_total_limit = str(staging_root), None
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.output_dir, self.args.save_total_limit = output_dir, limit
+        # Every process writes files of its own (its RNG state; under FSDP its shards): all must be written before
+        # the main process moves the folder.
+        self._wait_for_every_process()
         if self.args.should_save:
             final = Path(run_dir) / name
             if final.exists():
@@ -153,5 +157,8 @@ class ObjectiveTrainerMixin:
                 best_model_checkpoint=self.state.best_model_checkpoint,
                 use_mtime=True,
             )
+        self._wait_for_every_process()
+
+    def _wait_for_every_process(self) -> None:
         if self.accelerator.num_processes > 1:
             self.accelerator.wait_for_everyone()
