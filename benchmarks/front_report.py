@@ -67,8 +67,8 @@ def point_table(front: dict) -> list[str]:
 
 def compute_lines(front: dict, sweep_dir: Path) -> list[str]:
     minutes = []
+    depth = 2 if front["seeds"] is None else 3  # <weighting>/w_.../[seed_<s>/] below the sweep's folder
     for run in front["runs"]:
-        depth = 2 if front["seeds"] is None else 3  # <weighting>/w_.../[seed_<s>/] below the sweep's folder
         folder = sweep_dir.joinpath(*Path(run["run_dir"]).parts[-depth:])
         started, ended = folder / "config.yaml", folder / "metrics.json"
         if started.is_file() and ended.is_file():

@@ -53,6 +53,14 @@ def _require_finite(array: np.ndarray, name: str) -> None:
         )
 
 
+def _reference_point(reference) -> np.ndarray:
+    """``reference`` as a float64 array of shape ``[K]``; ValueError for any other shape."""
+    reference_point = _to_float64_array(reference, "reference")
+    if reference_point.ndim != 1 or reference_point.size == 0:
+        raise ValueError(f"reference must be a non-empty 1-D array of shape [K], got shape {reference_point.shape}")
+    return reference_point
+
+
 def _as_points(points, name: str = "points", num_objectives: int | None = None) -> np.ndarray:
     """Validate and convert a point set to a float64 array of shape [n, K]."""
     array = _to_float64_array(points, name)
@@ -158,11 +166,7 @@ def hypervolume(points, reference, maximize: bool = True) -> float:
         ValueError: if shapes do not match (``points`` ``[n, K]``, ``reference`` ``[K]``) or a value is
         not finite.
     """
-    reference_point = _to_float64_array(reference, "reference")
-    if reference_point.ndim != 1 or reference_point.size == 0:
-        raise ValueError(
-            f"reference must be a non-empty 1-D array of shape [K], got shape {reference_point.shape}"
-        )
+    reference_point = _reference_point(reference)
     _require_finite(reference_point, "reference")
     num_objectives = reference_point.size
     array = _as_points(points, num_objectives=num_objectives)
@@ -490,9 +494,7 @@ def bootstrap_hypervolume(
             numbers of units for one objective, an infinite value; a bad ``resamples`` or ``level``.
     """
     _check_bootstrap(resamples, level)
-    reference_point = _to_float64_array(reference, "reference")
-    if reference_point.ndim != 1 or reference_point.size == 0:
-        raise ValueError(f"reference must be a non-empty 1-D array of shape [K], got shape {reference_point.shape}")
+    reference_point = _reference_point(reference)
     points, resampled = _resampled_points(samples, reference_point.size, resamples, seed)
     volumes = [_finite_hypervolume(draw, reference_point) for draw in resampled]
     low, high = np.quantile(volumes, _interval_quantiles(level))
@@ -517,9 +519,7 @@ def bootstrap_hypervolume_difference(
         ValueError: as :func:`bootstrap_hypervolume`, over the runs of both sets together.
     """
     _check_bootstrap(resamples, level)
-    reference_point = _to_float64_array(reference, "reference")
-    if reference_point.ndim != 1 or reference_point.size == 0:
-        raise ValueError(f"reference must be a non-empty 1-D array of shape [K], got shape {reference_point.shape}")
+    reference_point = _reference_point(reference)
     if len(samples) == 0 or len(baseline) == 0:
         raise ValueError("samples and baseline must each hold at least one run")
     points, resampled = _resampled_points([*samples, *baseline], reference_point.size, resamples, seed)

@@ -292,9 +292,8 @@ def summarise_front(
             "non_dominated": mask.tolist(), "hypervolume": volume, "hypervolume_low": None, "hypervolume_high": None,
             "point_low": None, "point_high": None, "worst_objective_gain": worst_gain,
             "worst_objective_gain_weights": None if best is None else weights[best],
-            "preference_angle": _mean_preference_angle(gains, weights),
+            "preference_angle": _mean_preference_angle(gains, weights), "hypervolume_difference": None,
         }
-        entry["hypervolume_difference"] = None
         seed_lists = {tuple(rows[i].get("seed") for i in members) for members in groups.values()}
         # the bootstrap draws seeds for all of a weighting's runs at once: only when every run has the same seeds
         if samples is not None and len(seed_lists) == 1:
