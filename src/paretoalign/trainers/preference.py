@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -668,6 +669,20 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
         if self.accelerator.num_processes > 1:
             sums, counts = self.accelerator.reduce(torch.stack([sums, counts]), reduction="sum")
         return torch.where(counts > 0, sums / counts.clamp_min(1.0), float("nan"))
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        """Hugging Face's RNG states, plus this process's AMoPO draw generator, so a resumed AMoPO run draws the
+        same noise as an uninterrupted one (``amopo_generator_<process>.pth``)."""
+        super()._save_rng_state(output_dir)
+        torch.save(self._amopo_generator.get_state(), self._amopo_generator_file(output_dir))
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        if checkpoint is not None and os.path.isfile(self._amopo_generator_file(checkpoint)):
+            self._amopo_generator.set_state(torch.load(self._amopo_generator_file(checkpoint), weights_only=True))
+
+    def _amopo_generator_file(self, checkpoint: str) -> str:
+        return os.path.join(checkpoint, f"amopo_generator_{self.accelerator.process_index}.pth")
 
     def _record_batch(self, losses: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor) -> None:
         metrics = preference_metrics(delta, labels, self.args.beta)
