@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from paretoalign.cli import main
 from paretoalign.commands.transfer import preference_update
 from paretoalign.config import parse_config
-from paretoalign.models import reference_logps, sequence_logps
+from paretoalign.scoring import dataset_logps
 from paretoalign.tpo import SELF_SOURCE
 from paretoalign.trainers.transfer import TransferConfig, TransferTrainer
 
@@ -113,33 +113,45 @@ def test_resume_continues_bit_for_bit(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize("use_lora", [True, False])
 @pytest.mark.parametrize("reference", ["initial", "iteration_start"])
 def test_reference_is_the_initial_policy_or_the_policy_at_the_iteration_start(
-    tmp_path, tiny_model_dir, reference, use_lora
+    tmp_path, tiny_model_dir, reference, use_lora, monkeypatch
 ):
     config = parse_config(TransferConfig, _write_run(tmp_path, tiny_model_dir, iterations=2, label_budget=20,
                                                      learning_rate=1e-2, reference=reference, use_lora=use_lora), [])
     train = preference_update(config)
     seen = {}
 
+    def no_copy(model):
+        raise AssertionError("the update made a copy of the policy to serve as reference")
+
+    monkeypatch.setattr("paretoalign.trainers.preference.frozen_reference", no_copy)
+
     def recording_update(model, tokenizer, pairs, reference_model, iteration):
-        """Log-probabilities of one fixed reply under the policy and under the iteration's reference, then train."""
-        batch = tokenizer(["How do I bake bread? Mix flour, water and salt."], return_tensors="pt")
-        response = batch["attention_mask"].clone()
-        response[:, :4] = 0
-        sequences = (batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device),
-                     response.to(model.device))
-        with torch.no_grad():
-            seen[iteration] = {"policy": sequence_logps(model, *sequences).item(),
-                               "reference": reference_logps(model, reference_model, *sequences).item()}
+        """The pairs' log-probabilities under the policy now and under the iteration's reference, then train."""
+        def logps(scorer):
+            return dataset_logps(scorer, pairs, tokenizer.pad_token_id, config.batch_size)
+
+        if reference == "iteration_start":
+            assert reference_model is None
+            reference_logps = torch.tensor([pairs["reference_logps_a"], pairs["reference_logps_b"]], dtype=torch.float64).T
+        elif reference_model is not None:
+            reference_logps = logps(reference_model)
+        else:
+            with model.disable_adapter():
+                reference_logps = logps(model)
+        seen[iteration] = (logps(model), reference_logps)
         return train(model, tokenizer, pairs, reference_model, iteration)
 
     TransferTrainer(config, recording_update).train()
     assert set(seen) == {1, 2}
-    initial = seen[1]["policy"]
-    assert seen[1]["reference"] == pytest.approx(initial, abs=1e-6)  # iteration 1 starts from the initial policy
-    assert abs(seen[2]["policy"] - initial) > 1e-4  # iteration 1 trained the policy
-    # Iteration 2's reference: the policy at its start (the authors' rule), or the initial policy (ours).
-    expected = seen[2]["policy"] if reference == "iteration_start" else initial
-    assert seen[2]["reference"] == pytest.approx(expected, abs=1e-6)
+    policy, reference_logps = seen[1]
+    torch.testing.assert_close(reference_logps, policy, rtol=0, atol=1e-6)  # iteration 1 starts from the initial policy
+    policy, reference_logps = seen[2]
+    if reference == "iteration_start":
+        # The authors' rule: the policy when iteration 2 starts, carried by the pairs as log-probabilities.
+        torch.testing.assert_close(reference_logps, policy, rtol=0, atol=1e-6)
+    else:
+        # Ours: the initial policy throughout, which iteration 1's training left behind.
+        assert (reference_logps - policy).abs().max() > 1e-3
 
 
 def test_bad_reference_is_rejected(tmp_path, tiny_model_dir):

@@ -36,6 +36,7 @@ def preference_update(config: TransferConfig) -> PairUpdate:
             objectives=[ORACLE_OBJECTIVE],
             weighting="weighted_sum",
             loss_type=config.loss_type,
+            length_normalized=config.average_logps,
             beta=config.beta,
             learning_rate=config.learning_rate,
             weight_decay=config.weight_decay,

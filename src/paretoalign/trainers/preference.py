@@ -414,6 +414,13 @@ def _parse_mapping(text: str, name: str) -> dict[str, str]:
     return mapping
 
 
+def _has_reference_logps(dataset) -> bool:
+    """Whether the pairs carry their reference log-probabilities (``reference_logps_a`` / ``_b``), so that training
+    needs no reference model."""
+    columns = getattr(dataset, "column_names", None) or []
+    return "reference_logps_a" in columns and "reference_logps_b" in columns
+
+
 class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
     """Multi-objective preference optimisation with a Gram-matrix weighting (RACO by default).
 
@@ -424,7 +431,8 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
         train_dataset / eval_dataset: tokenised pairs from :func:`paretoalign.data.tokenize.tokenize_preferences`.
         processing_class: the tokenizer (its pad token id pads batches).
         ref_model: a frozen reference policy; omitted with LoRA (the adapter is disabled instead) and built as a
-            frozen copy of ``model`` otherwise (not with ``weighting="amopo"``, which needs no reference).
+            frozen copy of ``model`` otherwise (not with ``weighting="amopo"``, which needs no reference, nor when
+            the training pairs carry ``reference_logps_a`` / ``reference_logps_b``).
     """
 
     def __init__(
@@ -461,7 +469,8 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
             raise ValueError(
                 f"engine={args.engine} does not work on FSDP2's sharded parameters; use engine=exact (or auto)."
             )
-        if ref_model is None and not isinstance(model, PeftModel) and not args.reference_free:
+        if ref_model is None and not isinstance(model, PeftModel) and not args.reference_free \
+                and not _has_reference_logps(train_dataset):
             ref_model = frozen_reference(model)
         self.ref_model = ref_model.to(self.args.device) if ref_model is not None else None
         self.weighting = get_weighting(args.weighting, self.user_weights, **args.weighting_params())

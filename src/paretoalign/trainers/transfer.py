@@ -35,9 +35,12 @@ One iteration, step by step:
    with the LoRA adapter disabled, or a frozen copy), so the iterations climb the same KL-regularised objective
    ``E[r*] - beta KL(pi || pi_ref)``. ``reference="iteration_start"`` is the authors' rule (``dpo_iteration/
    run_dpo.py`` of jiaweihhuang/RLHF_RewardTransfer loads the previous iteration's model as reference): the
-   reference of iteration t is a frozen copy of the policy ``pi_t`` taken when the iteration starts (with LoRA, of
-   the base weights and the adapter together), so each iteration is a step of ``beta KL(pi || pi_t)``-regularised
-   policy improvement; its objective moves with t. The next iteration samples from the new policy.
+   reference of iteration t is the policy ``pi_t`` when the iteration starts (with LoRA, the base weights and the
+   adapter together), so each iteration is a step of ``beta KL(pi || pi_t)``-regularised policy improvement; its
+   objective moves with t. The reference enters the loss only through its log-probabilities of the iteration's pairs,
+   which are fixed before the iteration trains: they are computed once then and travel with the pairs
+   (``reference_logps_a`` / ``reference_logps_b``), so no copy of the model is made. The next iteration samples from
+   the new policy.
 
 3. Write a checkpoint atomically (policy, selector state, ledger, prompt cursor, metrics history, RNG states);
    a run started again with the same ``output_dir`` resumes from it. The run ends after ``iterations``
@@ -89,7 +92,7 @@ from paretoalign.rewards.specs import (
     reward_label,
     scores_of,
 )
-from paretoalign.scoring import win_rate
+from paretoalign.scoring import dataset_logps, win_rate
 from paretoalign.tpo import (
     SELF_SOURCE,
     LabelLedger,
@@ -172,7 +175,7 @@ class TransferConfig(ModelArguments, LoraArguments):
         default="initial",
         metadata=field_help(
             f"The DPO reference, one of {list(TRANSFER_REFERENCES)}: 'initial' (the initial policy throughout) or "
-            "'iteration_start' (the authors' code: a frozen copy of the policy taken when each iteration starts)."
+            "'iteration_start' (the authors' code: the policy when each iteration starts)."
         ),
     )
     beta: float = field(default=0.1, metadata=field_help("KL-regularisation strength of the loss."))
@@ -227,6 +230,11 @@ class TransferConfig(ModelArguments, LoraArguments):
         labels = self.source_labels()
         require(SELF_SOURCE not in labels, f"'{SELF_SOURCE}' is the no-transfer arm; label the source differently.")
 
+    @property
+    def average_logps(self) -> bool:
+        """Per-token average log-probabilities (IPO, as TRL) rather than sums (DPO)."""
+        return self.loss_type == "ipo"
+
     def source_labels(self) -> list[str]:
         return [reward_label(spec) for spec in self.sources]
 
@@ -251,8 +259,10 @@ class TransferTrainer:
         update: trains the policy on one iteration's pairs, ``update(model, tokenizer, pairs, reference, iteration)
             -> metrics``; ``pairs`` is a dataset of tokenised pairs (``prompt_input_ids``, ``response_a_input_ids``
             = chosen, ``response_b_input_ids`` = rejected, ``labels`` = ``[[1]]``), ``reference`` the frozen initial
-            policy (None with LoRA: the adapter disabled is the reference), or with ``reference="iteration_start"``
-            a frozen copy of the policy at the start of the iteration. The metrics returned are
+            policy (None with LoRA: the adapter disabled is the reference). With ``reference="iteration_start"``
+            ``reference`` is None and the pairs carry the reference's log-probabilities instead
+            (``reference_logps_a`` / ``reference_logps_b``: the policy's at the start of the iteration, per-token
+            averages when ``config.average_logps``), which the preference trainer uses. The metrics returned are
             ``train_loss``, ``train_accuracy``, ``train_steps`` and ``skipped_steps``.
         oracle: an oracle of :mod:`paretoalign.oracles` (default: built from ``config.oracle``).
         sources: source name -> reward function (default: built from ``config.sources``).
@@ -309,12 +319,17 @@ class TransferTrainer:
             with self.model.disable_adapter():
                 yield self.model
 
-    def _iteration_reference(self) -> nn.Module | None:
-        """The DPO reference of the iteration about to train: the initial policy (``self.reference``; None with LoRA),
-        or with ``reference="iteration_start"`` a frozen copy of the policy now."""
-        if self.config.reference == "iteration_start":
-            return frozen_reference(self.model)
-        return self.reference
+    def _training_pairs(self, pairs: Sequence[_Pair]) -> tuple[datasets.Dataset, nn.Module | None]:
+        """The iteration's pairs and the reference model the update gets: the initial policy (``self.reference``;
+        None with LoRA), or with ``reference="iteration_start"`` None and the policy's log-probabilities now as the
+        pairs' ``reference_logps_a`` / ``reference_logps_b`` columns."""
+        dataset = self._pair_dataset(pairs)
+        if self.config.reference == "initial":
+            return dataset, self.reference
+        logps = dataset_logps(self.model, dataset, self.tokenizer.pad_token_id, self.config.batch_size,
+                              self.config.average_logps, "pairs (reference: the policy now)")
+        dataset = dataset.add_column("reference_logps_a", logps[:, 0].tolist())
+        return dataset.add_column("reference_logps_b", logps[:, 1].tolist()), None
 
     def _prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         return encode_prompts(self.tokenizer, prompts, add_special_tokens=True,
@@ -499,7 +514,7 @@ class TransferTrainer:
         self.prompt_cursor += stats["prompts"]
         self.budget_exhausted = stopped
         training = (
-            self.update(self.model, self.tokenizer, self._pair_dataset(pairs), self._iteration_reference(), iteration)
+            self.update(self.model, self.tokenizer, *self._training_pairs(pairs), iteration)
             if pairs else {"train_steps": 0}
         )
         self.iterations_done = iteration
