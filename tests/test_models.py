@@ -6,6 +6,7 @@ import copy
 import importlib.util
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from paretoalign.models import (
     frozen_reference,
     load_policy,
     load_trained,
+    quiet_peft_wrapping,
     reference_logps,
     resolve_model,
     save_policy,
@@ -191,6 +193,16 @@ def test_apply_lora_lists_linear_layer_names_when_no_target_matches(tiny_llama):
         apply_lora(tiny_llama, target_modules=("c_attn", "query"))
     for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"):
         assert name in str(raised.value)
+
+
+def test_peft_wrapping_is_quiet_about_the_deprecated_property_and_nothing_else(tiny_llama):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        apply_lora(tiny_llama, r=2)
+        with quiet_peft_wrapping():
+            warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+            warnings.warn("another deprecation", FutureWarning)
+    assert [str(warning.message) for warning in caught if warning.category is FutureWarning] == ["another deprecation"]
 
 
 def test_apply_lora_warns_about_a_partly_unmatched_target_list(tiny_llama, caplog):

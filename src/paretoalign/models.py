@@ -52,8 +52,8 @@ from paretoalign.io import replace_directory, staging_directory
 __all__ = [
     "BUILTIN_MODELS", "QUANTIZATION_BITS", "TORCH_DTYPES", "ModelSource", "apply_lora", "frozen_reference",
     "is_quantized", "load_policy", "load_pretrained", "load_trained", "place_on", "quantization_config",
-    "check_sequence_shapes", "masked_sequence_sum", "reference_logps", "resolve_model", "save_policy",
-    "sequence_logps", "token_logps",
+    "check_sequence_shapes", "masked_sequence_sum", "quiet_peft_wrapping", "reference_logps", "resolve_model",
+    "save_policy", "sequence_logps", "token_logps",
 ]
 
 logger = logging.getLogger(__name__)
@@ -337,6 +337,16 @@ def _hub_failure_message(error: BaseException, hub_id: str, revision: str | None
             f"reachable on the Hub: download it with {download} where the Hub is reachable (into the same HF_HOME).")
 
 
+@contextmanager
+def quiet_peft_wrapping() -> Iterator[None]:
+    """Wrap models with peft without its one warning about a dependency: ``PeftModel`` reads transformers 5's
+    deprecated ``is_gradient_checkpointing`` property whenever it wraps a model, which printed a FutureWarning on
+    every run that trains an adapter. Only that warning is silenced, and only inside this block."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def apply_lora(
     model: PreTrainedModel,
     r: int = 16,
@@ -390,7 +400,8 @@ def apply_lora(
         bias="none",
         use_dora=use_dora,
     )
-    peft_model = get_peft_model(model, config)
+    with quiet_peft_wrapping():
+        peft_model = get_peft_model(model, config)
     trainable = sum(parameter.numel() for parameter in peft_model.parameters() if parameter.requires_grad)
     logger.info(
         "%s r=%d alpha=%d on %s: %s trainable parameters of %s.",
@@ -605,7 +616,8 @@ def load_trained(
         base, cache_dir=cache_dir, torch_dtype=torch_dtype, revision=revision,
         attn_implementation=attn_implementation, trust_remote_code=trust_remote_code, quantization=quantization,
     )
-    policy = PeftModel.from_pretrained(base_policy, str(saved), is_trainable=is_trainable)
+    with quiet_peft_wrapping():
+        policy = PeftModel.from_pretrained(base_policy, str(saved), is_trainable=is_trainable)
     if (saved / TOKENIZER_CONFIG_NAME).is_file():
         tokenizer = load_pretrained(AutoTokenizer, ModelSource(path=saved), trust_remote_code=trust_remote_code)
         _prepare_tokenizer(tokenizer, policy, str(saved))

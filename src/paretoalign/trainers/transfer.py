@@ -81,7 +81,7 @@ from paretoalign.io import (
     write_text_atomic,
     write_yaml_atomic,
 )
-from paretoalign.models import frozen_reference, load_policy, save_policy
+from paretoalign.models import frozen_reference, load_policy, quiet_peft_wrapping, save_policy
 from paretoalign.oracles import ORACLE_TYPES, Oracle, RewardOracle, build_oracle
 from paretoalign.rewards.builtin import RewardFunction
 from paretoalign.rewards.specs import (
@@ -303,7 +303,8 @@ class TransferTrainer:
             if checkpoint is None:
                 model = config.with_lora(base)
             else:
-                model = PeftModel.from_pretrained(base, str(checkpoint / "model"), is_trainable=True)
+                with quiet_peft_wrapping():
+                    model = PeftModel.from_pretrained(base, str(checkpoint / "model"), is_trainable=True)
         else:
             self.reference = frozen_reference(base).to(self.device)
             model = base if checkpoint is None else load_policy(checkpoint / "model", **config.model_options())[0]
