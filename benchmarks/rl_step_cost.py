@@ -54,7 +54,6 @@ from pathlib import Path
 import datasets
 import torch
 from peft import PeftModel
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -63,7 +62,7 @@ from step_cost import append_to_markdown, machine_description  # noqa: E402
 
 from paretoalign.advantages import decoupled_advantages, gdpo_advantages  # noqa: E402
 from paretoalign.data.prompts import arithmetic_word_problems  # noqa: E402
-from paretoalign.models import apply_lora, load_policy, token_logps  # noqa: E402
+from paretoalign.models import apply_lora, load_policy, token_logps, train_byte_level_tokenizer  # noqa: E402
 from paretoalign.trainers.grpo import MultiRewardGRPOConfig, MultiRewardGRPOTrainer  # noqa: E402
 
 SECTION = "## RL step cost"
@@ -115,21 +114,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
         "Solve the arithmetic word problem. Ana has 5 apples. Ben gives her 3 apples. How many apples now?",
         "Emma has 3 shelves with 4 books in each shelf. <think>3 times 4</think> <answer>12</answer>",
     ] * 20
-    tokenizer = Tokenizer(models.BPE(unk_token=None))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        show_progress=False,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(corpus, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return train_byte_level_tokenizer(corpus, vocab_size=320, chat_template=CHAT_TEMPLATE)
 
 
 def tiny_llama(tokenizer: PreTrainedTokenizerFast) -> nn.Module:

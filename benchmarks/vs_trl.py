@@ -37,7 +37,7 @@ from step_cost import append_to_markdown, machine_description  # noqa: E402
 
 from paretoalign.data.files import builtin_data_path  # noqa: E402
 from paretoalign.data.preferences import load_preferences  # noqa: E402
-from paretoalign.models import apply_lora, load_policy  # noqa: E402
+from paretoalign.models import apply_lora, load_policy, train_byte_level_tokenizer  # noqa: E402
 from paretoalign.trainers.preference import (  # noqa: E402
     ParetoPreferenceConfig,
     ParetoPreferenceTrainer,
@@ -93,19 +93,11 @@ class CountedSteps(TrainerCallback):
 def data_tokenizer(vocab_size: int = 8000):
     """A byte-level BPE tokenizer trained in-process on the shipped pairs (no download), for architectures at random
     init whose own tokenizer is not at hand; EOS doubles as the pad token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     dataset, _ = load_preferences({"harmless": str(builtin_data_path(DATA))})
     texts = [row[column] for row in dataset for column in ("prompt", "response_a", "response_b")]
-    tokenizer = Tokenizer(models.BPE(unk_token=None))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(texts, trainer=trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    ))
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-    )
+    end = "<|endoftext|>"
+    return train_byte_level_tokenizer(texts, vocab_size, special_tokens=[end], bos_token=end, eos_token=end,
+                                      pad_token=end)
 
 
 def load_base(args) -> tuple[torch.nn.Module, object]:

