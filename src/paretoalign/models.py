@@ -36,6 +36,8 @@ from huggingface_hub.errors import (
 )
 from accelerate import PartialState
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
+from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+from tokenizers import models as tokenizer_models
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
@@ -353,9 +355,6 @@ def train_byte_level_tokenizer(
     The byte-level alphabet is always in the vocabulary, so any text encodes; ``special_tokens`` take the first ids,
     in order, and must include the BOS, EOS and pad tokens.
     """
-    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
-    from tokenizers import models as tokenizer_models
-
     missing = [token for token in (bos_token, eos_token, pad_token) if token not in special_tokens]
     if missing:
         raise ValueError(f"bos, eos and pad tokens must be among special_tokens {list(special_tokens)}; missing {missing}.")
