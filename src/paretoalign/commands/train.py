@@ -26,6 +26,7 @@ from rich.table import Table
 from transformers import set_seed
 
 from paretoalign.config import config_to_dict, parse_config
+from paretoalign.data.tokenize import with_reference_logps
 from paretoalign.io import write_json_atomic, write_yaml_atomic
 from paretoalign.models import place_on, save_policy
 from paretoalign.scoring import cached_dataset_logps, dataset_logps, preference_outcomes, preference_report
@@ -77,8 +78,7 @@ def train(config: ParetoPreferenceConfig) -> dict[str, Any]:
     if config.precompute_ref_logps:
         train_reference = cached_dataset_logps(model, train_set, tokenizer.pad_token_id, config.reference_cache_dir,
                                                reference_key, batch_size, average, "training pairs (reference)")
-        train_set = train_set.add_column("reference_logps_a", train_reference[:, 0].tolist())
-        train_set = train_set.add_column("reference_logps_b", train_reference[:, 1].tolist())
+        train_set = with_reference_logps(train_set, train_reference)
 
     trainer = ParetoPreferenceTrainer(
         model=model, args=config, objective_names=names, train_dataset=train_set, processing_class=tokenizer

@@ -22,7 +22,26 @@ import torch
 from paretoalign.data.files import RowLocation
 from paretoalign.data.preferences import PREFERENCE_FEATURES
 
-__all__ = ["PreferenceCollator", "TokenizeReport", "prompt_token_ids", "tokenize_preferences"]
+__all__ = [
+    "REFERENCE_COLUMNS", "PreferenceCollator", "TokenizeReport", "has_reference_logps", "prompt_token_ids",
+    "tokenize_preferences", "with_reference_logps",
+]
+
+#: The columns holding each pair's reference log-probabilities (response a, response b), read by the collator.
+REFERENCE_COLUMNS = ("reference_logps_a", "reference_logps_b")
+
+
+def with_reference_logps(dataset, logps):
+    """``dataset`` with the reference log-probabilities ``logps`` [N, 2] (a, b) as its :data:`REFERENCE_COLUMNS`."""
+    for column, values in zip(REFERENCE_COLUMNS, logps.T):
+        dataset = dataset.add_column(column, values.tolist())
+    return dataset
+
+
+def has_reference_logps(dataset) -> bool:
+    """Whether ``dataset``'s pairs carry their reference log-probabilities (both :data:`REFERENCE_COLUMNS`)."""
+    columns = getattr(dataset, "column_names", None) or []
+    return all(column in columns for column in REFERENCE_COLUMNS)
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +284,7 @@ class PreferenceCollator:
             "response_mask": response_mask,
             "labels": torch.tensor(label_rows, dtype=torch.long),
         }
-        with_reference = [("reference_logps_a" in row and "reference_logps_b" in row) for row in rows]
+        with_reference = [all(column in row for column in REFERENCE_COLUMNS) for row in rows]
         if any(with_reference):
             if not all(with_reference):
                 raise ValueError("some rows carry reference_logps_a / reference_logps_b and others do not")

@@ -59,7 +59,7 @@ from transformers import Trainer, TrainingArguments
 from paretoalign.config import LoraArguments, ModelArguments, field_help
 from paretoalign.data.preferences import load_preferences
 from paretoalign.data.sampler import ObjectiveBalancedSampler
-from paretoalign.data.tokenize import PreferenceCollator, tokenize_preferences
+from paretoalign.data.tokenize import PreferenceCollator, has_reference_logps, tokenize_preferences
 from paretoalign.engine import ENGINE_MODES, EngineStep, ObjectiveGradients, SkipGuard, mean_across_processes
 from paretoalign.fused import FusedEngineNotApplicable
 from paretoalign.generation import GENERATION_BACKENDS
@@ -414,13 +414,6 @@ def _parse_mapping(text: str, name: str) -> dict[str, str]:
     return mapping
 
 
-def _has_reference_logps(dataset) -> bool:
-    """Whether the pairs carry their reference log-probabilities (``reference_logps_a`` / ``_b``), so that training
-    needs no reference model."""
-    columns = getattr(dataset, "column_names", None) or []
-    return "reference_logps_a" in columns and "reference_logps_b" in columns
-
-
 class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
     """Multi-objective preference optimisation with a Gram-matrix weighting (RACO by default).
 
@@ -470,7 +463,7 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
                 f"engine={args.engine} does not work on FSDP2's sharded parameters; use engine=exact (or auto)."
             )
         if ref_model is None and not isinstance(model, PeftModel) and not args.reference_free \
-                and not _has_reference_logps(train_dataset):
+                and not has_reference_logps(train_dataset):
             ref_model = frozen_reference(model)
         self.ref_model = ref_model.to(self.args.device) if ref_model is not None else None
         self.weighting = get_weighting(args.weighting, self.user_weights, **args.weighting_params())
@@ -687,8 +680,9 @@ class ParetoPreferenceTrainer(ObjectiveTrainerMixin, Trainer):
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
         super()._load_rng_state(checkpoint)
-        if checkpoint is not None and os.path.isfile(self._amopo_generator_file(checkpoint)):
-            self._amopo_generator.set_state(torch.load(self._amopo_generator_file(checkpoint), weights_only=True))
+        saved = None if checkpoint is None else self._amopo_generator_file(checkpoint)
+        if saved is not None and os.path.isfile(saved):
+            self._amopo_generator.set_state(torch.load(saved, weights_only=True))
 
     def _amopo_generator_file(self, checkpoint: str) -> str:
         return os.path.join(checkpoint, f"amopo_generator_{self.accelerator.process_index}.pth")

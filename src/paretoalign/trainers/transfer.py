@@ -92,6 +92,7 @@ from paretoalign.rewards.specs import (
     reward_label,
     scores_of,
 )
+from paretoalign.data.tokenize import with_reference_logps
 from paretoalign.scoring import dataset_logps, win_rate
 from paretoalign.tpo import (
     SELF_SOURCE,
@@ -329,8 +330,7 @@ class TransferTrainer:
             return dataset, self.reference
         logps = dataset_logps(self.model, dataset, self.tokenizer.pad_token_id, self.config.batch_size,
                               self.config.average_logps, "pairs (reference: the policy now)")
-        dataset = dataset.add_column("reference_logps_a", logps[:, 0].tolist())
-        return dataset.add_column("reference_logps_b", logps[:, 1].tolist()), None
+        return with_reference_logps(dataset, logps), None
 
     def _prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         return encode_prompts(self.tokenizer, prompts, add_special_tokens=True,
