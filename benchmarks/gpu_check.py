@@ -1,6 +1,6 @@
 r"""The GPU check: fused == exact, the cost of one step per engine, and the weighted-sum step's model FLOP utilisation.
 
-    bash benchmarks/gpu_check.sh               # one H100, real architectures at random init, about 8 minutes
+    bash benchmarks/gpu_check.sh               # one H100, real architectures at random init (over 10 minutes)
     bash benchmarks/gpu_check.sh --cpu-smoke   # the same code on the CPU with a tiny Llama, under 2 minutes
 
 Models: random weights (seed 0) in the architectures of ``benchmarks/model_configs/*.json`` (the published
