@@ -32,14 +32,10 @@ import yaml
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from paretoalign.data.files import builtin_data_path
-from paretoalign.models import train_byte_level_tokenizer
+from paretoalign.models import CHATML_TEMPLATE, train_byte_level_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "import sys; from paretoalign.cli import main; sys.exit(main())"]
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2}
 
@@ -49,7 +45,7 @@ def save_random_model(directory: Path, tiny: bool) -> None:
     pairs, saved into ``directory``."""
     rows = [json.loads(line) for line in builtin_data_path("hh-rlhf/harmless-concise/train.jsonl").open()]
     texts = [value for row in rows for value in row.values() if isinstance(value, str)]
-    tokenizer = train_byte_level_tokenizer(texts, 8000, chat_template=CHAT_TEMPLATE)
+    tokenizer = train_byte_level_tokenizer(texts, 8000, chat_template=CHATML_TEMPLATE)
     settings = json.loads((ROOT / "benchmarks" / "model_configs" / "smollm2-135m.json").read_text())
     settings.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **(TINY if tiny else {}))

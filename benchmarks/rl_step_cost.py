@@ -62,19 +62,19 @@ from step_cost import append_to_markdown, machine_description  # noqa: E402
 
 from paretoalign.advantages import decoupled_advantages, gdpo_advantages  # noqa: E402
 from paretoalign.data.prompts import arithmetic_word_problems  # noqa: E402
-from paretoalign.models import apply_lora, load_policy, token_logps, train_byte_level_tokenizer  # noqa: E402
+from paretoalign.models import (  # noqa: E402
+    CHATML_TEMPLATE,
+    apply_lora,
+    load_policy,
+    token_logps,
+    train_byte_level_tokenizer,
+)
 from paretoalign.trainers.grpo import MultiRewardGRPOConfig, MultiRewardGRPOTrainer  # noqa: E402
 
 SECTION = "## RL step cost"
 MODES = ("weighted-sum GDPO", "raco exact", "raco fused")
 OBJECTIVES = (1, 2, 3)
 LORA_B_STD = 0.02
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
         "Solve the arithmetic word problem. Ana has 5 apples. Ben gives her 3 apples. How many apples now?",
         "Emma has 3 shelves with 4 books in each shelf. <think>3 times 4</think> <answer>12</answer>",
     ] * 20
-    return train_byte_level_tokenizer(corpus, vocab_size=320, chat_template=CHAT_TEMPLATE)
+    return train_byte_level_tokenizer(corpus, vocab_size=320, chat_template=CHATML_TEMPLATE)
 
 
 def tiny_llama(tokenizer: PreTrainedTokenizerFast) -> nn.Module:

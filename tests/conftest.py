@@ -26,24 +26,17 @@ LONG_REPLIES = ["I cannot help with that request, but here is a safe and kind an
                 "Please be kind and safe: wait a little while before you swim.",
                 "Here is a short answer about bread, flour, water, salt and yeast."]
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 def build_tiny_tokenizer():
     """A byte-level BPE tokenizer trained in-process on a few sentences (no downloads), with a chat template."""
-    from paretoalign.models import train_byte_level_tokenizer
+    from paretoalign.models import CHATML_TEMPLATE, train_byte_level_tokenizer
 
     corpus = [
         "Human: How do I bake bread? Assistant: Mix flour, water, salt and yeast, then bake it.",
         "The quick brown fox jumps over the lazy dog. I cannot help with that request.",
         "Sure, here is a short answer. No. Yes. Please be kind and safe.",
     ] * 20
-    return train_byte_level_tokenizer(corpus, vocab_size=300, chat_template=CHAT_TEMPLATE)
+    return train_byte_level_tokenizer(corpus, vocab_size=300, chat_template=CHATML_TEMPLATE)
 
 
 def tiny_llama_config(vocab_size: int, **settings):

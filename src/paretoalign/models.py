@@ -53,7 +53,7 @@ from paretoalign.gguf import load_gguf, smollm2_gguf_path
 from paretoalign.io import replace_directory, staging_directory
 
 __all__ = [
-    "BUILTIN_MODELS", "QUANTIZATION_BITS", "TORCH_DTYPES", "ModelSource", "apply_lora", "frozen_reference",
+    "BUILTIN_MODELS", "CHATML_TEMPLATE", "QUANTIZATION_BITS", "TORCH_DTYPES", "ModelSource", "apply_lora", "frozen_reference",
     "is_quantized", "load_policy", "load_pretrained", "load_trained", "place_on", "quantization_config",
     "check_sequence_shapes", "masked_sequence_sum", "quiet_peft_wrapping", "reference_logps", "resolve_model",
     "save_policy", "sequence_logps", "token_logps", "train_byte_level_tokenizer",
@@ -338,6 +338,16 @@ def _hub_failure_message(error: BaseException, hub_id: str, revision: str | None
                 f"HF_HUB_OFFLINE is set: download it with {download}, or unset HF_HUB_OFFLINE to let it download.")
     return (f"{prefix}, and {subject} is neither in the Hugging Face cache {hub_constants.HF_HUB_CACHE} nor "
             f"reachable on the Hub: download it with {download} where the Hub is reachable (into the same HF_HOME).")
+
+
+#: The ChatML chat template (``<|im_start|>role\ncontent<|im_end|>\n`` per message), written with the special tokens
+#: that :func:`train_byte_level_tokenizer` reserves by default.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def train_byte_level_tokenizer(

@@ -73,6 +73,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from paretoalign.config import LoraArguments, ModelArguments, config_to_dict, field_help, text_value
 from paretoalign.data.prompts import load_prompts
+from paretoalign.data.tokenize import with_reference_logps
 from paretoalign.generation import Completion, encode_prompts, generate_completions
 from paretoalign.io import (
     replace_directory,
@@ -92,7 +93,6 @@ from paretoalign.rewards.specs import (
     reward_label,
     scores_of,
 )
-from paretoalign.data.tokenize import with_reference_logps
 from paretoalign.scoring import dataset_logps, win_rate
 from paretoalign.tpo import (
     SELF_SOURCE,
